@@ -1,0 +1,35 @@
+# ablate: `make demo` and `make test` work on a fresh machine (they create .venv first).
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DEMO_DATA := data/synthetic_mars.npz
+
+.PHONY: setup demo test test-fast bench lint ui clean-runs team-demo
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+$(DEMO_DATA): | $(STAMP)
+	$(BIN)/ablate data synth --out $(DEMO_DATA) --n 1200 --n-test 200 --seed 0
+
+demo: $(STAMP) $(DEMO_DATA)
+	$(BIN)/ablate data inspect $(DEMO_DATA)
+	$(BIN)/ablate run ablations/presets/unet-baseline.yaml train.epochs=3 data.limit=600
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/overhead.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check core tests benchmarks
+
+ui: $(STAMP)
+	$(BIN)/ablate ui

@@ -1,0 +1,48 @@
+"""Entry point: builds the parser from the command modules and turns errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from core.cli import commands_data, commands_run
+
+# Each module adds its sub-commands with register(subparsers).
+COMMAND_MODULES = [commands_run, commands_data]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ablate",
+        description="Ablation studies and architecture search for Mars terrain segmentation, tracked in MLflow.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("ablate: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI's one place that turns errors into a line
+        from core.errors import AblateError
+
+        if args.debug:
+            raise
+        if isinstance(e, AblateError):
+            print(f"ablate: error: {e}", file=sys.stderr)
+            return 2
+        print(f"ablate: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

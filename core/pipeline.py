@@ -1,0 +1,27 @@
+"""The tf.data input pipeline: cache, seeded shuffle, augment, batch, prefetch."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from core.augment import Policy
+
+
+def train_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, seed: int,
+                  policy: Policy | None = None, shuffle_buffer: int = 1024) -> tf.data.Dataset:
+    """Training batches. The run's seed fixes data order and the augmentation stream."""
+    ds = tf.data.Dataset.from_tensor_slices((images, masks)).cache()
+    ds = ds.shuffle(min(shuffle_buffer, len(images)), seed=seed, reshuffle_each_iteration=True)
+    if policy:
+        policy.prepare(images, masks)
+        # One int64 per element from a seeded stream -> a stateless seed pair per element.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda pair, s: policy(pair[0], pair[1], s), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices((images, masks)).cache().batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,190 @@
+"""One small registry per component kind.
+
+A block is registered with a decorator and built from a config dict::
+
+    @SKIPS.register("concat")
+    class ConcatSkip(keras.layers.Layer): ...
+
+    layer = SKIPS.build({"type": "concat"})
+
+Registering a ``keras.layers.Layer`` (or any class with ``get_config``) also makes it
+Keras-serializable under the package ``ablate``, so a saved ``.keras`` model reloads in a
+fresh process after ``import core``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import keras
+
+from core.errors import SpecError
+
+T = TypeVar("T")
+
+
+class Registry:
+    """A named collection of buildable components of one kind.
+
+    Args:
+        kind: what the components are, used in messages ("skip", "loss").
+
+    Example:
+        >>> LOSSES = Registry("loss")
+        >>> @LOSSES.register("ce")
+        ... class CrossEntropy: ...
+        >>> LOSSES.build({"type": "ce"})
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Callable[..., Any]] = {}
+        # Nested block parameters: {component name: {param name: Registry}}; validated recursively.
+        self._nested: dict[str, dict[str, Registry]] = {}
+
+    def register(
+        self, name: str, nested: Mapping[str, Registry] | None = None
+    ) -> Callable[[T], T]:
+        """Decorator that adds a class or builder function under ``name``.
+
+        Args:
+            name: the short name specs use (``{"type": name}``).
+            nested: parameters whose values are themselves block configs of another registry.
+        """
+
+        def decorator(obj: T) -> T:
+            if name in self._entries:
+                raise ValueError(
+                    f"Duplicate {self.kind} '{name}': already registered by "
+                    f"{_qualname(self._entries[name])}, now also by {_qualname(obj)}."
+                )
+            if inspect.isclass(obj) and hasattr(obj, "get_config"):
+                obj = keras.saving.register_keras_serializable(
+                    package="ablate", name=f"{self.kind}.{name}"
+                )(obj)
+            self._entries[name] = obj  # type: ignore[assignment]
+            self._nested[name] = dict(nested or {})
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """The registered class or function for ``name``; unknown names raise with a hint."""
+        if name not in self._entries:
+            known = ", ".join(sorted(self._entries)) or "(none)"
+            close = difflib.get_close_matches(str(name), list(self._entries), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise SpecError(f"Unknown {self.kind} '{name}'. Known: {known}.{hint}")
+        return self._entries[name]
+
+    def build(self, config: Mapping[str, Any] | str, **extra: Any) -> Any:
+        """Builds a component from ``{"type": name, **kwargs}`` (or a bare name).
+
+        ``extra`` keyword arguments are supplied by the caller (e.g. ``filters``) and are
+        overridden by nothing: the spec may not set them.
+        """
+        name, kwargs = self.split(config)
+        self.validate(config, reserved=tuple(extra))
+        return self.get(name)(**kwargs, **extra)
+
+    def split(self, config: Mapping[str, Any] | str) -> tuple[str, dict[str, Any]]:
+        """Splits a config into its type name and keyword arguments."""
+        if isinstance(config, str):
+            return config, {}
+        if not isinstance(config, Mapping) or "type" not in config:
+            raise SpecError(
+                f"A {self.kind} must be a mapping with a 'type' key (one of: "
+                f"{', '.join(sorted(self._entries))}); got {config!r}."
+            )
+        kwargs = dict(config)
+        return str(kwargs.pop("type")), kwargs
+
+    def validate(self, config: Mapping[str, Any] | str, where: str = "", reserved: tuple[str, ...] = ()) -> None:
+        """Checks the name and every key against the constructor's signature, recursively."""
+        name, kwargs = self.split(config)
+        target = self.get(name)
+        where = where or self.kind
+        params = _accepted_params(target)
+        for key, value in kwargs.items():
+            if key in reserved or (params is not None and key not in params):
+                allowed = ", ".join(sorted(p for p in (params or ()) if p not in reserved)) or "(none)"
+                raise SpecError(
+                    f"Unknown key '{key}' in {where} (type '{name}'). Allowed keys: {allowed}."
+                )
+            sub = self._nested[name].get(key)
+            if sub is not None:
+                if isinstance(value, list):
+                    for i, item in enumerate(value):
+                        sub.validate(item, where=f"{where}.{key}[{i}]")
+                elif value is not None:
+                    sub.validate(value, where=f"{where}.{key}")
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def summary(self, name: str) -> str:
+        """First line of the docstring of a registered component."""
+        doc = inspect.getdoc(self._entries[name]) or ""
+        return doc.splitlines()[0] if doc else ""
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
+
+
+_GENERIC_LAYER_KWARGS = {"name", "dtype", "trainable", "autocast", "input_shape", "input_dim"}
+
+
+def _accepted_params(target: Callable[..., Any]) -> set[str] | None:
+    """Names the constructor accepts; ``None`` if it takes arbitrary keywords by design."""
+    fn = target.__init__ if inspect.isclass(target) else target  # type: ignore[misc]
+    sig = inspect.signature(fn)
+    names = {
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+    }
+    return names - _GENERIC_LAYER_KWARGS
+
+
+# One registry per component kind. Modules under core/ register into these.
+MODELS = Registry("model")
+CONV_BLOCKS = Registry("conv block")
+SKIPS = Registry("skip")
+BOTTLENECKS = Registry("bottleneck")
+UPSAMPLERS = Registry("upsampler")
+REGULARIZERS = Registry("regularizer")
+FUSIONS = Registry("fusion")
+LOSSES = Registry("loss")
+AUGMENTATIONS = Registry("augmentation")
+OPTIMIZERS = Registry("optimizer")
+SCHEDULES = Registry("schedule")
+
+ALL_REGISTRIES: dict[str, Registry] = {
+    "models": MODELS,
+    "conv_blocks": CONV_BLOCKS,
+    "skips": SKIPS,
+    "bottlenecks": BOTTLENECKS,
+    "upsamplers": UPSAMPLERS,
+    "regularizers": REGULARIZERS,
+    "fusions": FUSIONS,
+    "losses": LOSSES,
+    "augmentations": AUGMENTATIONS,
+    "optimizers": OPTIMIZERS,
+    "schedules": SCHEDULES,
+}

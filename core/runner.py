@@ -1,0 +1,88 @@
+"""One tracked training run: spec -> fit -> everything recorded in MLflow.
+
+This is what ``ablate run`` calls and what ablation and study workers call per arm/trial.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+
+from core import tracking
+from core.metrics import CLASS_NAMES, confusion_matrix, iou_from_confusion
+from core.spec import Spec
+from core.train import FitResult, Split, fit, load_data, predict_masks
+
+
+@dataclass
+class RunOutcome:
+    """A finished tracked run: its MLflow id and the fit result."""
+
+    run_id: str
+    result: FitResult
+    summary: dict[str, float]
+
+
+def mask_sample(split: Split, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed set of validation images (evenly spaced, so the same for every variant)."""
+    idx = np.linspace(0, len(split.x_val) - 1, num=min(n, len(split.x_val))).astype(int)
+    return split.x_val[idx], split.y_val[idx]
+
+
+def latency_per_image(model: keras.Model, images: np.ndarray, repeats: int = 3) -> float:
+    """Median seconds per image of a batched forward pass (after one warm-up call)."""
+    batch = images[: min(32, len(images))]
+    model.predict_on_batch(batch)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.predict_on_batch(batch)
+        times.append((time.perf_counter() - t0) / len(batch))
+    return float(np.median(times))
+
+
+def summarize(model: keras.Model, split: Split, result: FitResult) -> dict[str, float]:
+    """Final validation figures of the restored best model, plus cost figures."""
+    pred = predict_masks(model, split.x_val)
+    cm = confusion_matrix(split.y_val, pred)
+    miou, per_class = iou_from_confusion(cm)
+    summary = {"best_val_miou": miou, "best_epoch": float(result.best_epoch + 1)}
+    for k, v in per_class.items():
+        summary[f"best_val_iou_{CLASS_NAMES[k]}"] = v
+    summary.update(params=float(result.params), train_time_s=result.train_seconds,
+                   epochs_run=float(result.epochs_run),
+                   latency_ms_per_image=1000 * latency_per_image(model, split.x_val))
+    result.extras["confusion"] = cm
+    return summary
+
+
+def run_spec(
+    spec: Spec,
+    experiment: str = "ablate",
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    split: Split | None = None,
+    run_name: str | None = None,
+    verbose: int | None = None,
+) -> RunOutcome:
+    """Trains ``spec`` inside an MLflow run (call ``tracking.setup`` first)."""
+    split = split or load_data(spec)
+    all_tags = {**tracking.provenance_tags(spec, split.fingerprint, split.path), **(tags or {})}
+    with tracking.tracked_run(spec, experiment, run_name, parent_run_id, all_tags) as run:
+        images, masks = mask_sample(split, spec.tracking.mask_images)
+        logger = tracking.MlflowLogger(images, masks, spec.tracking.mask_every)
+        result = fit(spec, split, [logger, *callbacks], verbose=verbose)
+        logger.log_masks(result.epochs_run)  # the final grid, from the restored best weights
+        summary = summarize(result.model, split, result)
+        mlflow.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
+        tracking.log_figure(tracking.confusion_figure(result.extras["confusion"]), "confusion_matrix.png")
+        if spec.tracking.log_model:
+            tracking.log_keras_model(result.model)
+        return RunOutcome(run.info.run_id, result, summary)

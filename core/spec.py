@@ -1,0 +1,242 @@
+"""The experiment spec: the single source of truth for one training run.
+
+A spec is loaded from YAML, patched with ``key=value`` dotted overrides, validated once
+(types by pydantic, block names and their keys against the registries) and then drives
+data loading, model building, training and tracking. Its canonical JSON gives a stable
+``spec_hash``.
+
+Example:
+    >>> spec = load_spec("ablations/presets/unet-baseline.yaml", ["train.epochs=3"])
+    >>> spec.train.epochs
+    3
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from core.errors import SpecError
+
+Block = dict[str, Any]  # {"type": registry name, **kwargs}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSpec(_Strict):
+    # None means the embedded synthetic default (generated on first use, see core.data.default).
+    path: str | None = None
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # the course split: 80/20
+    limit: int | None = Field(None, ge=2)  # first N training pairs, for quick runs
+    clean: bool = False  # drop the shared-outlier masks before splitting
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    # Stop after this many epochs without a better val mIoU; 0 disables early stopping.
+    early_stopping: int = Field(8, ge=0)
+    mixed_precision: bool = False  # mixed_float16: a GPU switch, slower on CPU
+    jit_compile: bool = False  # XLA: a GPU switch, compile time dominates short CPU runs
+    shuffle_buffer: int = Field(1024, ge=1)
+
+
+class TrackingSpec(_Strict):
+    mask_every: int = Field(5, ge=0)  # log the mask grid every N epochs (0: only at the end)
+    mask_images: int = Field(6, ge=1, le=16)  # fixed validation images shown in the grid
+    log_model: bool = True
+
+
+class Spec(_Strict):
+    """A validated experiment spec."""
+
+    name: str = "run"
+    seed: int = 0
+    data: DataSpec = DataSpec()
+    model: Block = {"type": "unet"}
+    loss: Block = {"type": "ce"}
+    optimizer: Block = {"type": "adamw"}
+    schedule: Block = {"type": "plateau"}
+    train: TrainSpec = TrainSpec()
+    augment: list[Block] = []
+    tracking: TrackingSpec = TrackingSpec()
+
+    @field_validator("model", "loss", "optimizer", "schedule")
+    @classmethod
+    def _has_type(cls, v: Block) -> Block:
+        if "type" not in v:
+            raise ValueError("needs a 'type' key naming a registered block")
+        return v
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def canonical_json(self) -> str:
+        """Sorted-key compact JSON: equal specs give equal strings."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def spec_hash(self) -> str:
+        """Stable 12-hex-digit hash of everything that defines the run (the name excluded)."""
+        d = self.to_dict()
+        d.pop("name", None)
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def flat(self) -> dict[str, str]:
+        """Flattened ``dotted.key -> value`` params for MLflow."""
+        return flatten(self.to_dict())
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            for i, item in enumerate(value):
+                out.update(flatten(item, f"{name}.{i}."))
+            out[name] = ",".join(str(v.get("type", "?")) for v in value)
+        else:
+            out[name] = json.dumps(value) if isinstance(value, (list, type(None))) else str(value)
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """Parses an override's value as YAML (``3`` -> int, ``[a, b]`` -> list, ``null``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Returns a copy of ``raw`` with ``a.b.c=value`` overrides applied."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError(f"Override '{item}' is not of the form key=value (e.g. train.epochs=3).")
+        key, _, text = item.partition("=")
+        set_dotted(out, key.strip(), parse_value(text))
+    return out
+
+
+def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = d
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[_list_index(part, key)]
+            continue
+        if part not in node or node[part] is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, (dict, list)):
+            raise SpecError(f"Override '{key}': '{part}' is a value, not a section.")
+    if isinstance(node, list):
+        node[_list_index(parts[-1], key)] = value
+    elif isinstance(value, dict) and parts[-1] in node and isinstance(node[parts[-1]], dict) and "type" in value:
+        node[parts[-1]] = value  # a new block replaces the old one, keys and all
+    else:
+        node[parts[-1]] = value
+
+
+def _list_index(part: str, key: str) -> int:
+    if not part.isdigit():
+        raise SpecError(f"Override '{key}': '{part}' should be a list index.")
+    return int(part)
+
+
+def deep_merge(base: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
+    """Merges ``delta`` into a copy of ``base``. A block with a new ``type`` replaces the old
+    block whole (its old kwargs would not fit the new constructor)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in delta.items():
+        old = out.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            if "type" in value and value.get("type") != old.get("type"):
+                out[key] = copy.deepcopy(dict(value))
+            else:
+                out[key] = deep_merge(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"Spec file '{p}' not found; expected a YAML file (see ablations/presets/).")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SpecError(f"Spec file '{p}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"Spec file '{p}' must hold a mapping at the top level, got {type(raw).__name__}.")
+    return raw
+
+
+def resolve_base(raw: dict[str, Any], origin: Path | None) -> dict[str, Any]:
+    """Resolves ``base: other.yaml`` (relative to the file) by merging onto that file."""
+    if "base" not in raw:
+        return raw
+    raw = dict(raw)
+    base_ref = raw.pop("base")
+    base_path = Path(base_ref)
+    if origin is not None and not base_path.is_absolute():
+        candidate = origin.parent / base_path
+        base_path = candidate if candidate.exists() else Path(base_ref)
+    base_raw = resolve_base(read_yaml(base_path), base_path)
+    return deep_merge(base_raw, raw)
+
+
+def load_spec(source: str | Path | Mapping[str, Any], overrides: Iterable[str] = ()) -> Spec:
+    """Loads, overrides and validates a spec from a YAML file or a mapping."""
+    if isinstance(source, Mapping):
+        raw = resolve_base(dict(source), None)
+    else:
+        raw = resolve_base(read_yaml(source), Path(source))
+        raw.setdefault("name", Path(source).stem)
+    return validate(apply_overrides(raw, overrides))
+
+
+def validate(raw: Mapping[str, Any]) -> Spec:
+    """Validates types (pydantic) and block names/keys (registries)."""
+    try:
+        spec = Spec.model_validate(dict(raw))
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            section = ".".join(str(x) for x in err["loc"][:-1]) or "the spec"
+            raise SpecError(
+                f"Unknown key '{err['loc'][-1]}' in {section}. Check the spelling; "
+                f"`ablate spec FILE` shows every valid key."
+            ) from None
+        raise SpecError(f"Invalid value for '{loc}': {err['msg']} (got {err.get('input')!r}).") from None
+    _validate_blocks(spec)
+    return spec
+
+
+def _validate_blocks(spec: Spec) -> None:
+    from core import registry as R
+
+    R.MODELS.validate(spec.model, where="model")
+    R.LOSSES.validate(spec.loss, where="loss")
+    R.OPTIMIZERS.validate(spec.optimizer, where="optimizer")
+    R.SCHEDULES.validate(spec.schedule, where="schedule")
+    for i, aug in enumerate(spec.augment):
+        R.AUGMENTATIONS.validate(aug, where=f"augment[{i}]")
+    check = getattr(R.MODELS.get(spec.model["type"]), "check_spec", None)
+    if check is not None:
+        check(spec)

@@ -1,0 +1,274 @@
+"""MLflow tracking: where runs go, what each run records, and how it always ends.
+
+Every run records the flattened spec as params, ``spec.json``, provenance tags, per-epoch
+metrics, a grid of predicted masks over time, a confusion matrix, cost figures and the
+trained model. A run that raises ends FAILED (Ctrl-C: KILLED), never RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import traceback
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+from core.errors import AblateError
+from core.metrics import CLASS_COLOURS, CLASS_NAMES
+from core.spec import Spec
+
+LOCAL_STORE = Path("mlruns")
+
+
+def default_tracking_uri() -> str:
+    """SQLite in ``mlruns/mlflow.db`` under the current folder (the project root)."""
+    LOCAL_STORE.mkdir(exist_ok=True)
+    return f"sqlite:///{(LOCAL_STORE / 'mlflow.db').resolve()}"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri`` (a CLI flag) > ``$MLFLOW_TRACKING_URI`` > the local SQLite store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def ui_base(uri: str) -> str:
+    """The web address where a user sees runs of ``uri`` (the `ablate ui` default for local stores)."""
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+
+
+def run_link(uri: str, run_id: str) -> str:
+    """A link that opens a run in the MLflow UI (start it with `ablate ui` for local stores)."""
+    run = MlflowClient().get_run(run_id)
+    return f"{ui_base(uri)}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
+def experiment_link(uri: str, experiment_id: str) -> str:
+    """A link to the runs table (the 'Model training' view) of an experiment."""
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Raises a clear error if an HTTP tracking server does not answer its health check."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):  # a server with authentication is up
+            return
+    except (urllib.error.URLError, OSError):
+        pass
+    raise AblateError(
+        f"MLflow tracking server {uri} is not reachable; start it (e.g. `ablate ui` or docker compose up mlflow) "
+        f"or pass --offline-ok to log to the local store."
+    )
+
+
+def setup(uri: str | None = None) -> str:
+    """Points MLflow at the resolved tracking URI and returns it."""
+    uri = resolve_tracking_uri(uri)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str) -> str:
+    """The id of experiment ``name``, created if needed (artifacts under mlruns/ locally)."""
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if mlflow.get_tracking_uri().startswith("sqlite:"):
+        location = (LOCAL_STORE / "artifacts").resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        exp = client.get_experiment_by_name(name)  # another worker created it meanwhile
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_info() -> dict[str, str]:
+    """Commit and dirty flag of the working folder, or 'unknown' outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+    return {"git_commit": commit or "unknown", "git_dirty": str(bool(dirty)).lower()}
+
+
+def device_name() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"GPU x{len(gpus)}" if gpus else f"CPU ({platform.processor() or platform.machine()})"
+
+
+def provenance_tags(spec: Spec, fingerprint: str, data_path: str) -> dict[str, str]:
+    import tensorflow as tf
+
+    return {
+        "spec_hash": spec.spec_hash,
+        "seed": str(spec.seed),
+        "data_fingerprint": fingerprint,
+        "data_path": data_path,
+        "tf_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "device": device_name(),
+        "python": platform.python_version(),
+        **git_info(),
+    }
+
+
+@contextlib.contextmanager
+def tracked_run(
+    spec: Spec,
+    experiment: str,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Starts a run, logs the spec, and always ends it: FINISHED, FAILED or KILLED."""
+    exp_id = ensure_experiment(experiment)
+    run = mlflow.start_run(experiment_id=exp_id, run_name=run_name or spec.name, parent_run_id=parent_run_id,
+                           nested=parent_run_id is not None, tags=tags or {})
+    try:
+        mlflow.log_params(spec.flat())
+        mlflow.log_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True), "spec.json")
+        yield run
+    except KeyboardInterrupt:
+        _end_with_error(run, "KILLED", "interrupted by the user (Ctrl-C)")
+        raise
+    except BaseException as e:
+        _end_with_error(run, "FAILED", f"{type(e).__name__}: {e}", traceback.format_exc())
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def _end_with_error(run: mlflow.ActiveRun, status: str, message: str, tb: str | None = None) -> None:
+    with contextlib.suppress(Exception):
+        mlflow.set_tag("error", message[:500])
+        if tb:
+            mlflow.log_text(tb, "error.txt")
+    with contextlib.suppress(Exception):
+        mlflow.end_run(status)
+    if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run.info.run_id:
+        MlflowClient().set_terminated(run.info.run_id, status)
+
+
+# --- figures ---------------------------------------------------------------------------
+
+PALETTE = np.array(CLASS_COLOURS, dtype=np.uint8)
+
+
+def colourize(mask: np.ndarray) -> np.ndarray:
+    return PALETTE[np.clip(mask, 0, len(PALETTE) - 1)]
+
+
+def mask_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, title: str = "") -> np.ndarray:
+    """One row per image: image | ground truth | prediction, with a colour legend below."""
+    from PIL import Image, ImageDraw
+
+    rows = []
+    gap = np.full((images.shape[1], 4, 3), 255, np.uint8)
+    for img, t, p in zip(images, truth, pred):
+        grey = np.repeat((np.clip(img[..., 0], 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
+        rows.append(np.concatenate([grey, gap, colourize(t), gap, colourize(p)], axis=1))
+        rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
+    grid = np.concatenate(rows, axis=0)
+    legend = Image.new("RGB", (grid.shape[1], 36 if title else 20), "white")
+    draw = ImageDraw.Draw(legend)
+    x = 4
+    for name, colour in zip(CLASS_NAMES, CLASS_COLOURS):
+        draw.rectangle([x, 5, x + 10, 15], fill=colour, outline="black")
+        draw.text((x + 13, 4), name, fill="black")
+        x += 14 + int(draw.textlength(name)) + 10
+    if title:
+        draw.text((4, 22), title, fill="black")
+    header = Image.new("RGB", (grid.shape[1], 14), "white")
+    hdraw = ImageDraw.Draw(header)
+    for i, label in enumerate(("image", "truth", "prediction")):
+        hdraw.text((4 + i * (images.shape[2] + 4), 1), label, fill="black")
+    return np.concatenate([np.asarray(header), grid, np.asarray(legend)], axis=0)
+
+
+def confusion_figure(cm: np.ndarray) -> Any:
+    """A row-normalised confusion matrix (truth rows 1-4, all predicted columns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = cm[1:].astype(float)
+    norm = rows / np.maximum(rows.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=30)
+    ax.set_yticks(range(len(CLASS_NAMES) - 1), CLASS_NAMES[1:])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("truth (labelled pixels)")
+    for i in range(norm.shape[0]):
+        for j in range(norm.shape[1]):
+            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+class MlflowLogger(keras.callbacks.Callback):
+    """Logs every epoch's metrics and, every ``mask_every`` epochs, the mask grid."""
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray, mask_every: int) -> None:
+        super().__init__()
+        self.images, self.masks, self.mask_every = images, masks, mask_every
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        metrics = {k: float(v) for k, v in (logs or {}).items() if np.isfinite(_as_float(v))}
+        mlflow.log_metrics(metrics, step=epoch)
+        if self.mask_every and (epoch + 1) % self.mask_every == 0:
+            self.log_masks(epoch)
+
+    def log_masks(self, step: int) -> None:
+        pred = np.argmax(self.model.predict(self.images, verbose=0), axis=-1).astype(np.uint8)
+        mlflow.log_image(mask_grid(self.images, self.masks, pred, f"epoch {step + 1}"), key="masks", step=step)
+
+
+def _as_float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def log_keras_model(model: keras.Model, artifact_path: str = "model") -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(path)
+        mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_figure(fig: Any, name: str) -> None:
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(fig, name)
+    plt.close(fig)

@@ -1,0 +1,168 @@
+"""Training: spec -> data -> model -> Keras ``fit``. No tracking here (see core.tracking).
+
+Example:
+    >>> from core.spec import load_spec
+    >>> result = fit(load_spec("ablations/presets/unet-baseline.yaml", ["train.epochs=1"]))
+    >>> result.best["val_miou"]
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from core.augment import Policy
+from core.data.loader import MarsData, load_npz, split_indices
+from core.data.default import default_data_path
+from core.errors import SpecError
+from core.metrics import segmentation_metrics
+from core.models import build_model
+from core.pipeline import eval_dataset, train_dataset
+from core.registry import LOSSES, OPTIMIZERS, SCHEDULES
+from core.spec import Spec
+
+
+@dataclass
+class Split:
+    """Train/validation arrays of one run (fixed by the spec's seed)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    fingerprint: str
+    path: str
+
+
+@dataclass
+class FitResult:
+    """What a finished ``fit`` returns: the model restored to its best epoch and its figures."""
+
+    model: keras.Model
+    history: dict[str, list[float]]
+    best_epoch: int
+    best: dict[str, float]
+    params: int
+    train_seconds: float
+    epochs_run: int
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def load_data(spec: Spec, data: MarsData | None = None) -> Split:
+    """Loads the spec's data (or the synthetic default) and splits it by the spec's seed."""
+    if data is None:
+        path = spec.data.path or str(default_data_path())
+        data = load_npz(path, limit=spec.data.limit)
+    images, masks = data.images, data.masks
+    if spec.data.clean:
+        from core.data.clean import find_outliers
+
+        keep = np.setdiff1d(np.arange(len(masks)), np.asarray(find_outliers(masks).removed, dtype=int))
+        images, masks = images[keep], masks[keep]
+    groups = getattr(data, "groups", None)
+    tr, va = split_indices(len(images), spec.data.val_fraction, spec.seed, groups=groups if not spec.data.clean else None)
+    return Split(images[tr], masks[tr], images[va], masks[va], data.fingerprint, data.path)
+
+
+def set_seed(seed: int) -> None:
+    """Seeds Python, numpy and TensorFlow (weights init, dropout) at once."""
+    keras.utils.set_random_seed(seed)
+
+
+def compile_model(spec: Spec, split: Split, steps_per_epoch: int) -> tuple[keras.Model, list[keras.callbacks.Callback]]:
+    """Builds and compiles the spec's model; returns it with the schedule's callbacks."""
+    if spec.train.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    else:
+        keras.mixed_precision.set_global_policy("float32")
+    model = build_model(spec.model)
+    loss = LOSSES.build(spec.loss)
+    if hasattr(loss, "prepare"):
+        loss.prepare(split.y_train)  # e.g. class weights from the training masks
+    schedule = SCHEDULES.build(spec.schedule)
+    opt_name, opt_kwargs = OPTIMIZERS.split(spec.optimizer)
+    base_lr = float(opt_kwargs.pop("learning_rate", 1e-3))
+    lr = schedule.learning_rate(base_lr, spec.train.epochs, steps_per_epoch)
+    optimizer = OPTIMIZERS.get(opt_name)(learning_rate=lr, **opt_kwargs)
+    model.compile(optimizer=optimizer, loss=loss, metrics=segmentation_metrics(), jit_compile=spec.train.jit_compile)
+    return model, schedule.callbacks(spec.train.epochs, steps_per_epoch)
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the best val mIoU epoch and restores them when training ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.best = -math.inf
+        self.best_epoch = -1
+        self.weights: list[np.ndarray] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = (logs or {}).get("val_miou", -math.inf)
+        if value is not None and value > self.best:
+            self.best, self.best_epoch = float(value), epoch
+            self.weights = self.model.get_weights()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds ``epoch_time`` (seconds) to each epoch's logs."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None:  # Keras adds learning_rate itself
+            logs["epoch_time"] = time.perf_counter() - self._t0
+
+
+def fit(
+    spec: Spec,
+    split: Split | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | None = None,
+) -> FitResult:
+    """Trains the spec's model; returns it restored to its best validation epoch."""
+    split = split or load_data(spec)
+    if len(split.x_train) == 0 or len(split.x_val) == 0:
+        raise SpecError("The data split left an empty training or validation set; use more data or change data.val_fraction.")
+    set_seed(spec.seed)
+    bs = spec.train.batch_size
+    steps = max(1, math.ceil(len(split.x_train) / bs))
+    model, schedule_cbs = compile_model(spec, split, steps)
+    policy = Policy(spec.augment)
+    train_ds = train_dataset(split.x_train, split.y_train, bs, spec.seed, policy, spec.train.shuffle_buffer)
+    val_ds = eval_dataset(split.x_val, split.y_val, bs)
+    best = BestWeights()
+    cbs: list[keras.callbacks.Callback] = [EpochTimer(), best, *schedule_cbs]
+    if spec.train.early_stopping:
+        cbs.append(keras.callbacks.EarlyStopping(monitor="val_miou", mode="max", patience=spec.train.early_stopping))
+    cbs.extend(callbacks)
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    t0 = time.perf_counter()
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=spec.train.epochs, callbacks=cbs, verbose=verbose,
+                     shuffle=False)  # the dataset is already shuffled with the run's seed
+    seconds = time.perf_counter() - t0
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    epoch = max(best.best_epoch, 0)
+    best_values = {k: v[epoch] for k, v in history.items() if k.startswith("val_") and len(v) > epoch}
+    return FitResult(model, history, epoch, best_values, model.count_params(), seconds, len(history.get("loss", [])))
+
+
+def predict_masks(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Argmax masks (N, H, W) uint8 for images (N, H, W, 1)."""
+    probs = model.predict(images, batch_size=batch_size, verbose=0)
+    return np.argmax(probs, axis=-1).astype(np.uint8)
+
+
