@@ -6,7 +6,7 @@ This is what ``ablate run`` calls and what ablation and study workers call per a
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ import mlflow
 import numpy as np
 
 from core import tracking
+from core.cost import flops_per_image
 from core.metrics import CLASS_NAMES, confusion_matrix, iou_from_confusion
 from core.spec import Spec
 from core.train import FitResult, Split, fit, load_data, predict_masks
@@ -57,7 +58,8 @@ def summarize(model: keras.Model, split: Split, result: FitResult) -> dict[str, 
         summary[f"best_val_iou_{CLASS_NAMES[k]}"] = v
     summary.update(params=float(result.params), train_time_s=result.train_seconds,
                    epochs_run=float(result.epochs_run),
-                   latency_ms_per_image=1000 * latency_per_image(model, split.x_val))
+                   latency_ms_per_image=1000 * latency_per_image(model, split.x_val),
+                   flops_per_image=flops_per_image(model))
     result.extras["confusion"] = cm
     return summary
 
@@ -71,15 +73,22 @@ def run_spec(
     split: Split | None = None,
     run_name: str | None = None,
     verbose: int | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> RunOutcome:
-    """Trains ``spec`` inside an MLflow run (call ``tracking.setup`` first)."""
+    """Trains ``spec`` inside an MLflow run (call ``tracking.setup`` first).
+
+    ``on_start(run_id)`` is called once the run exists (a trial records its run id there).
+    """
     split = split or load_data(spec)
     all_tags = {**tracking.provenance_tags(spec, split.fingerprint, split.path), **(tags or {})}
     with tracking.tracked_run(spec, experiment, run_name, parent_run_id, all_tags) as run:
+        if on_start is not None:
+            on_start(run.info.run_id)
         images, masks = mask_sample(split, spec.tracking.mask_images)
         logger = tracking.MlflowLogger(images, masks, spec.tracking.mask_every)
         result = fit(spec, split, [logger, *callbacks], verbose=verbose)
-        logger.log_masks(result.epochs_run)  # the final grid, from the restored best weights
+        final_pred = logger.log_masks(result.epochs_run)  # the final grid, from the restored best weights
+        tracking.log_sample_predictions(images, masks, final_pred)
         summary = summarize(result.model, split, result)
         mlflow.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
         tracking.log_figure(tracking.confusion_figure(result.extras["confusion"]), "confusion_matrix.png")

@@ -248,9 +248,22 @@ class MlflowLogger(keras.callbacks.Callback):
         if self.mask_every and (epoch + 1) % self.mask_every == 0:
             self.log_masks(epoch)
 
-    def log_masks(self, step: int) -> None:
+    def log_masks(self, step: int) -> np.ndarray:
         pred = np.argmax(self.model.predict(self.images, verbose=0), axis=-1).astype(np.uint8)
         mlflow.log_image(mask_grid(self.images, self.masks, pred, f"epoch {step + 1}"), key="masks", step=step)
+        return pred
+
+
+SAMPLE_ARTIFACT = "predictions/sample.npz"
+
+
+def log_sample_predictions(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> None:
+    """The fixed validation images, their truth and the final prediction, for cross-run views."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(SAMPLE_ARTIFACT).name
+        img = (np.clip(images[..., 0], 0, 1) * 255).round().astype(np.uint8)
+        np.savez_compressed(path, images=img, truth=truth.astype(np.uint8), pred=pred.astype(np.uint8))
+        mlflow.log_artifact(str(path), str(Path(SAMPLE_ARTIFACT).parent))
 
 
 def _as_float(v: Any) -> float:

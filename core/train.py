@@ -60,14 +60,15 @@ def load_data(spec: Spec, data: MarsData | None = None) -> Split:
     if data is None:
         path = spec.data.path or str(default_data_path())
         data = load_npz(path, limit=spec.data.limit)
-    images, masks = data.images, data.masks
+    images, masks, groups = data.images, data.masks, data.groups
     if spec.data.clean:
         from core.data.clean import find_outliers
 
-        keep = np.setdiff1d(np.arange(len(masks)), np.asarray(find_outliers(masks).removed, dtype=int))
+        removed = np.asarray(find_outliers(masks, images=images).removed, dtype=int)
+        keep = np.setdiff1d(np.arange(len(masks)), removed)
         images, masks = images[keep], masks[keep]
-    groups = getattr(data, "groups", None)
-    tr, va = split_indices(len(images), spec.data.val_fraction, spec.seed, groups=groups if not spec.data.clean else None)
+        groups = groups[keep] if groups is not None else None
+    tr, va = split_indices(len(images), spec.data.val_fraction, spec.seed, groups=groups)
     return Split(images[tr], masks[tr], images[va], masks[va], data.fingerprint, data.path)
 
 

@@ -63,7 +63,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from core.data import clean_npz
 
     report = clean_npz(args.path, args.out, args.report)
-    print(f"removed {len(report.removed)} training pairs in {len(report.groups)} outlier group(s); "
+    outliers = sum(1 for g in report.groups if g.get("outlier"))
+    print(f"removed {len(report.removed)} training pairs in {outliers} outlier group(s); "
           f"wrote {args.out} and {args.report}")
     return 0
 

@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from core.cli import commands_data, commands_run
+from core.cli import commands_ablation, commands_data, commands_run
 
 # Each module adds its sub-commands with register(subparsers).
-COMMAND_MODULES = [commands_run, commands_data]
+COMMAND_MODULES = [commands_run, commands_data, commands_ablation]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,74 @@
+"""Summarise a course ``.npz``: arrays, class shares and duplicate-mask groups (``ablate data inspect``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from core.data.clean import find_outliers
+from core.data.loader import CLASS_NAMES, NUM_CLASSES, file_fingerprint, from_arrays, read_arrays
+
+_SHOWN_GROUPS = 8  # largest duplicate-mask groups listed in the summary
+
+
+def inspect_npz(path: str | os.PathLike[str], min_group: int = 3) -> dict[str, Any]:
+    """Describe a course-format ``.npz`` after validating it.
+
+    Args:
+        path: the ``.npz`` file.
+        min_group: smallest group of identical masks reported (see :func:`find_outliers`).
+
+    Returns:
+        A JSON-serialisable dict: ``path``, ``fingerprint``, ``arrays`` (name -> shape, dtype),
+        ``n_train``, ``n_test``, ``has_groups``, ``class_shares`` ("0".."4" -> pixel fraction),
+        ``single_class_masks``, ``duplicate_groups`` (groups of >= min_group identical masks),
+        ``largest_groups`` (size, classes, outlier, reason) and ``outliers`` (pairs flagged).
+
+    Raises:
+        DataError: the file is missing, unreadable or not in the course layout.
+
+    Example:
+        >>> print(format_summary(inspect_npz("../shared/data/mars_ai4mars_64x128.npz")))
+    """
+    arrays = read_arrays(path)
+    fingerprint = file_fingerprint(path)
+    data = from_arrays(arrays, str(path), fingerprint)
+    counts = np.bincount(data.masks.ravel(), minlength=NUM_CLASSES)
+    labels_per_mask = np.array([len(np.unique(m)) for m in data.masks])
+    report = find_outliers(data.masks, min_group, images=data.images)
+    return {
+        "path": str(path),
+        "fingerprint": fingerprint,
+        "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
+        "n_train": int(len(data.masks)),
+        "n_test": 0 if data.test_images is None else int(len(data.test_images)),
+        "has_groups": data.groups is not None,
+        "class_shares": {str(k): float(c / counts.sum()) for k, c in enumerate(counts)},
+        "single_class_masks": int((labels_per_mask == 1).sum()),
+        "min_group": min_group,
+        "duplicate_groups": len(report.groups),
+        "largest_groups": [
+            {key: g[key] for key in ("size", "classes", "distinct_images", "outlier", "reason")}
+            for g in report.groups[:_SHOWN_GROUPS]
+        ],
+        "outliers": len(report.removed),
+    }
+
+
+def format_summary(d: dict[str, Any]) -> str:
+    """Render :func:`inspect_npz`'s dict as a few aligned lines for the terminal."""
+    lines = [f"{d['path']}  (sha256 {d['fingerprint']})"]
+    for name, info in d["arrays"].items():
+        lines.append(f"  {name:<14} {tuple(info['shape'])!s:<22} {info['dtype']}")
+    lines.append(f"  pairs: {d['n_train']}   test images: {d['n_test']}   groups: {'yes' if d['has_groups'] else 'no'}")
+    shares = "  ".join(f"{k} {CLASS_NAMES[int(k)]} {v:.1%}" for k, v in d["class_shares"].items())
+    lines.append(f"  class pixel shares: {shares}")
+    lines.append(f"  single-class masks: {d['single_class_masks']}")
+    groups = f"duplicate-mask groups (>= {d.get('min_group', 3)} identical): {d['duplicate_groups']}"
+    lines.append(f"  {groups}; outlier pairs: {d['outliers']}")
+    for g in d["largest_groups"]:
+        flag = "OUTLIER" if g["outlier"] else "kept   "
+        lines.append(f"    {flag} {g['size']:>5} x classes {g['classes']}: {g['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""Optuna storage shared by ablations and studies: SQLite by default, PostgreSQL for teams.
+
+Heartbeats mark a killed worker's trial stale; the stale trial is failed and re-queued
+(``RetryHeartbeatStaleTrialCallback``), so a study or an ablation resumes after any crash.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from core.errors import AblateError
+
+# A trial whose worker has not beaten for GRACE seconds is failed and retried. Short enough to
+# recover quickly, long enough that a busy CPU step never misses a beat.
+HEARTBEAT_S = int(os.environ.get("ABLATE_HEARTBEAT_S", "10"))
+GRACE_S = int(os.environ.get("ABLATE_GRACE_S", str(3 * HEARTBEAT_S)))
+MAX_RETRY = 3
+
+
+def default_storage_url() -> str:
+    Path("mlruns").mkdir(exist_ok=True)
+    return f"sqlite:///{Path('mlruns/optuna.db').resolve()}"
+
+
+def resolve_storage_url(url: str | None) -> str:
+    return url or os.environ.get("ABLATE_STORAGE") or default_storage_url()
+
+
+def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats and retry of stale trials (or a journal file)."""
+    url = resolve_storage_url(url)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    try:
+        return RDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+        )
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors vary; one clear line
+        raise AblateError(f"Cannot open the Optuna storage '{redact(url)}': {str(e).splitlines()[0]}") from None
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "(none)"
+        raise AblateError(f"No study or ablation named '{name}' in the storage. Known: {known}.") from None
