@@ -16,6 +16,7 @@ from core import tracking
 from core.ablation.design import Ablation
 from core.ablation.report import build_report, terminal_table
 from core.ablation.runner import counts, prepare
+from core.reconcile import reconcile
 from core.storage import open_storage, resolve_storage_url
 
 
@@ -32,12 +33,14 @@ def run_ablation(ab: Ablation, storage_url: str | None = None, workers: int = 1,
     try:
         if workers > 1:
             _run_workers(study, ab, storage_url, workers, tracking_uri)
-        else:
+        c = counts(study, ab)
+        if workers == 1 or c["waiting"] or c["running"]:  # leftovers of lost workers run here
             _run_inline(study, ab, storage_url)
     except KeyboardInterrupt:
         client.set_terminated(parent, "KILLED")
         print(f"interrupted: run the same command again to resume ({counts(study, ab)['done']} runs kept)")
         raise
+    reconcile(study)
     c = counts(study, ab)
     out, table = build_report(parent, report_dir)
     print(terminal_table(table))
@@ -70,7 +73,14 @@ def _run_inline(study: optuna.Study, ab: Ablation, storage_url: str) -> None:
             bar.n = counts(st, ab)["done"]
             bar.refresh()
 
-        work(study.study_name, storage_url=storage_url, on_trial=on_trial)
+        while True:
+            work(study.study_name, storage_url=storage_url, on_trial=on_trial)
+            c = counts(study, ab)
+            if not c["running"] and not c["waiting"]:
+                break
+            # Trials held by other (or killed) workers: wait until they finish or go stale and are re-queued.
+            time.sleep(2)
+            reconcile(study)
 
 
 def _run_workers(study: optuna.Study, ab: Ablation, storage_url: str, workers: int, tracking_uri: str | None) -> None:

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from core import tracking
 from core.ablation.design import Ablation
 from core.errors import AblateError
+from core.reconcile import reconcile
 from core.spec import validate
 
 KIND = "ablation"
@@ -48,7 +49,7 @@ def prepare(ab: Ablation, storage: optuna.storages.BaseStorage) -> tuple[optuna.
     study.set_user_attr("ablate.kind", KIND)
     study.set_user_attr("ablation", payload)
     parent = ensure_parent(study, ab, payload)
-    optuna.storages.fail_stale_trials(study)
+    reconcile(study)
     return study, parent, enqueue_missing(study, ab)
 
 
