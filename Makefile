@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 $(DEMO_DATA): | $(STAMP)
 	$(BIN)/ablate data synth --out $(DEMO_DATA) --n 1200 --n-test 200 --seed 0
 
+# A small ablation on the embedded synthetic data: 5 skip types x 2 paired seeds, short budget.
 demo: $(STAMP) $(DEMO_DATA)
 	$(BIN)/ablate data inspect $(DEMO_DATA)
-	$(BIN)/ablate run ablations/presets/unet-baseline.yaml train.epochs=3 data.limit=600
+	$(BIN)/ablate ablation run ablations/skip_connections.yaml --seeds 2 \
+		train.epochs=3 train.early_stopping=0 data.limit=600 model.filters=8
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
