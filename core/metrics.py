@@ -52,9 +52,10 @@ class MeanIoU(keras.metrics.Metric):
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         y_true = ops.reshape(ops.cast(y_true, "int32"), (-1,))
         y_pred = ops.reshape(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), (-1,))
-        idx = y_true * self.num_classes + y_pred
-        counts = ops.bincount(idx, minlength=self.num_classes**2)
-        self.cm.assign_add(ops.reshape(ops.cast(counts, "float32"), (self.num_classes, self.num_classes)))
+        # A one-hot product instead of bincount: XLA (train.jit_compile) cannot compile bincount.
+        t = ops.one_hot(y_true, self.num_classes, dtype="float32")
+        p = ops.one_hot(y_pred, self.num_classes, dtype="float32")
+        self.cm.assign_add(ops.matmul(ops.transpose(t), p))
 
     def result(self) -> Any:
         cm = self.cm[1:]

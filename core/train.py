@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import time
@@ -89,7 +90,8 @@ def compile_model(spec: Spec, split: Split, steps_per_epoch: int) -> tuple[keras
         loss.prepare(split.y_train)  # e.g. class weights from the training masks
     schedule = SCHEDULES.build(spec.schedule)
     opt_name, opt_kwargs = OPTIMIZERS.split(spec.optimizer)
-    base_lr = float(opt_kwargs.pop("learning_rate", 1e-3))
+    default_lr = inspect.signature(OPTIMIZERS.get(opt_name)).parameters["learning_rate"].default
+    base_lr = float(opt_kwargs.pop("learning_rate", default_lr))  # each optimizer's own default
     lr = schedule.learning_rate(base_lr, spec.train.epochs, steps_per_epoch)
     optimizer = OPTIMIZERS.get(opt_name)(learning_rate=lr, **opt_kwargs)
     model.compile(optimizer=optimizer, loss=loss, metrics=segmentation_metrics(), jit_compile=spec.train.jit_compile)
