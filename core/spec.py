@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from core.errors import SpecError
 
 Block = dict[str, Any]  # {"type": registry name, **kwargs}
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-4`` and ``1.0e4`` as floats (YAML 1.2), not strings as YAML 1.1 does."""
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 class _Strict(BaseModel):
@@ -115,7 +127,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 def parse_value(text: str) -> Any:
     """Parses an override's value as YAML (``3`` -> int, ``[a, b]`` -> list, ``null``)."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_SpecLoader)  # safe: a SafeLoader subclass
     except yaml.YAMLError:
         return text
 
@@ -178,7 +190,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise SpecError(f"Spec file '{p}' not found; expected a YAML file (see ablations/presets/).")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.load(p.read_text(), Loader=_SpecLoader) or {}  # safe: a SafeLoader subclass
     except yaml.YAMLError as e:
         raise SpecError(f"Spec file '{p}' is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
