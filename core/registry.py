@@ -147,7 +147,7 @@ def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
 
 
-_GENERIC_LAYER_KWARGS = {"name", "dtype", "trainable", "autocast", "input_shape", "input_dim"}
+_GENERIC_LAYER_KWARGS = {"name", "dtype", "trainable", "autocast", "input_shape", "input_dim", "activity_regularizer"}
 
 
 def _accepted_params(target: Callable[..., Any]) -> set[str] | None:
@@ -170,6 +170,7 @@ BOTTLENECKS = Registry("bottleneck")
 UPSAMPLERS = Registry("upsampler")
 REGULARIZERS = Registry("regularizer")
 FUSIONS = Registry("fusion")
+BRANCHES = Registry("branch")  # the global branch of the coarse-fine model
 LOSSES = Registry("loss")
 AUGMENTATIONS = Registry("augmentation")
 OPTIMIZERS = Registry("optimizer")
@@ -183,6 +184,7 @@ ALL_REGISTRIES: dict[str, Registry] = {
     "upsamplers": UPSAMPLERS,
     "regularizers": REGULARIZERS,
     "fusions": FUSIONS,
+    "branches": BRANCHES,
     "losses": LOSSES,
     "augmentations": AUGMENTATIONS,
     "optimizers": OPTIMIZERS,

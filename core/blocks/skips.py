@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+from keras import ops
 
 from core.registry import SKIPS
 
@@ -33,7 +34,7 @@ class ConcatSkip(keras.layers.Layer):
 
     def call(self, inputs: Any) -> Any:
         dec, enc = inputs
-        return keras.ops.concatenate([dec, enc], axis=-1)
+        return ops.concatenate([dec, enc], axis=-1)
 
 
 @SKIPS.register("add")
@@ -52,3 +53,55 @@ class MultiplySkip(Skip):
     def call(self, inputs: Any) -> Any:
         dec, enc = inputs
         return dec * self.project(enc)
+
+
+@SKIPS.register("none")
+class NoSkip(keras.layers.Layer):
+    """No skip: the decoder feature only (an encoder-decoder without U-Net shortcuts)."""
+
+    def call(self, inputs: Any) -> Any:
+        dec, _ = inputs
+        return dec
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape[0]
+
+
+@SKIPS.register("attention")
+class AttentionSkip(keras.layers.Layer):
+    """Attention gate (Attention U-Net): the decoder feature gates the encoder feature, then concat.
+
+    Both inputs are projected by 1x1 convolutions to ``inter_channels``; ``sigmoid(psi(relu(.)))``
+    gives a one-channel map in [0, 1] that weights the encoder feature before it is concatenated
+    with the decoder feature. Different channel counts are handled by the projections.
+
+    Args:
+        inter_channels: width of the gate's projections; None: half the encoder's channels.
+
+    Example:
+        >>> SKIPS.build({"type": "attention"})([decoder, encoder])
+    """
+
+    def __init__(self, inter_channels: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if inter_channels is not None and int(inter_channels) < 1:
+            raise ValueError(f"inter_channels must be a positive integer or None, got {inter_channels!r}.")
+        self.inter_channels = None if inter_channels is None else int(inter_channels)
+
+    def build(self, input_shape: Any) -> None:
+        dec_shape, enc_shape = input_shape
+        inter = self.inter_channels or max(int(enc_shape[-1]) // 2, 1)
+        self.theta = keras.layers.Conv2D(inter, 1, use_bias=False)  # encoder projection
+        self.phi = keras.layers.Conv2D(inter, 1)  # gating (decoder) projection
+        self.psi = keras.layers.Conv2D(1, 1, activation="sigmoid")
+        self.theta.build(enc_shape)
+        self.phi.build(dec_shape)
+        self.psi.build(tuple(enc_shape[:-1]) + (inter,))
+
+    def call(self, inputs: Any) -> Any:
+        dec, enc = inputs
+        attention = self.psi(ops.relu(self.theta(enc) + self.phi(dec)))
+        return ops.concatenate([dec, enc * attention], axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "inter_channels": self.inter_channels}
