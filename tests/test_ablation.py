@@ -190,3 +190,13 @@ def test_killed_ablation_resumes_every_arm_exactly_once(tmp_path):
                 if r.data.tags.get("ablate.kind") == "arm" and r.info.status == "FINISHED"]
     assert sorted(finished) == sorted([("baseline", "0"), ("baseline", "1"), ("skip=add", "0"), ("skip=add", "1")])
     assert any(r.info.status == "KILLED" for r in runs), "the killed worker's run should end KILLED"
+
+
+def test_variant_may_start_from_another_preset_with_the_same_budget(tmp_path):
+    other = ROOT / "ablations/presets/seed-baseline.yaml"
+    path = write(tmp_path, ablation({"preset": {"seed": {"base": str(other)}}}, budget={"epochs": 2}))
+    ab = load_ablation(path)
+    arm = ab.arm("preset=seed")
+    assert arm.spec.model["bottleneck"]["type"] == "se_da"  # from seed-baseline
+    assert arm.spec.train.epochs == 2  # the ablation's budget still applies
+    assert arm.spec.name == "t"

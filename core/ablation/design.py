@@ -19,6 +19,7 @@ A delta is merged onto the base spec; keys of the model section may be written w
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -99,8 +100,15 @@ def normalise_delta(delta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _apply(base_raw: dict[str, Any], delta: dict[str, Any], where: str) -> Spec:
+def _apply(base_raw: dict[str, Any], delta: dict[str, Any], where: str,
+           rebase: Callable[[str], dict[str, Any]] | None = None) -> Spec:
+    """The arm's spec: ``delta`` merged onto the base, or onto another preset named by ``base:``."""
     try:
+        delta = dict(delta)
+        if "base" in delta:
+            if rebase is None:
+                raise SpecError("'base' is not allowed in this design")
+            base_raw = rebase(str(delta.pop("base")))
         return validate(deep_merge(base_raw, normalise_delta(delta)))
     except SpecError as e:
         raise SpecError(f"{where}: {e}") from None
@@ -115,11 +123,12 @@ def load_ablation(path: str | Path, seeds: int | list[int] | None = None, overri
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
         raise SpecError(f"Ablation file '{path}': invalid '{loc}': {err['msg']}.") from None
-    base_raw = _base_raw(ab.base, Path(path))
-    base_raw = _apply_budget(base_raw, ab.budget, overrides)
-    base_raw["name"] = ab.name
+    def prepared(base: str | dict[str, Any]) -> dict[str, Any]:
+        raw = _apply_budget(_base_raw(base, Path(path)), ab.budget, overrides)
+        return {**raw, "name": ab.name}
+
     seed_list = _seeds(seeds if seeds is not None else ab.seeds)
-    arms = expand(ab, base_raw)
+    arms = expand(ab, prepared(ab.base), rebase=prepared)
     return Ablation(ab.name, ab.design, arms, seed_list, ab.description)
 
 
@@ -153,8 +162,13 @@ def _seeds(seeds: int | list[int]) -> list[int]:
     return list(seeds)
 
 
-def expand(ab: AblationFile, base_raw: dict[str, Any]) -> list[Arm]:
-    """The arms of the design; deltas that change nothing are errors."""
+def expand(ab: AblationFile, base_raw: dict[str, Any],
+           rebase: Callable[[str], dict[str, Any]] | None = None) -> list[Arm]:
+    """The arms of the design; deltas that change nothing are errors.
+
+    A one-at-a-time or leave-one-out variant may start from another preset (``base: FILE``,
+    relative to the ablation file), with the same budget and overrides as the base.
+    """
     if not ab.factors:
         raise SpecError(f"Ablation '{ab.name}' has no factors; expected at least one factor with variants.")
     base = validate(base_raw)
@@ -163,15 +177,15 @@ def expand(ab: AblationFile, base_raw: dict[str, Any]) -> list[Arm]:
     if ab.design == "factorial":
         levels = {f: [BASELINE, *variants] for f, variants in ab.factors.items()}
         for combo in itertools.product(*levels.values()):
-            if all(c == BASELINE for c in combo):
+            chosen = dict(zip(levels, combo, strict=True))
+            changed = {f: v for f, v in chosen.items() if v != BASELINE}
+            if not changed:
                 continue
             delta: dict[str, Any] = {}
-            for f, v in zip(levels, combo):
-                if v != BASELINE:
-                    delta = deep_merge(delta, normalise_delta(ab.factors[f][v]))
-            key = ",".join(f"{f}={v}" for f, v in zip(levels, combo))
-            arms.append(Arm(key, "+".join(f for f, v in zip(levels, combo) if v != BASELINE), key, False,
-                            _apply(base_raw, delta, f"arm {key}"), dict(zip(levels, combo))))
+            for f, v in changed.items():
+                delta = deep_merge(delta, normalise_delta(ab.factors[f][v]))
+            key = ",".join(f"{f}={v}" for f, v in chosen.items())
+            arms.append(Arm(key, "+".join(changed), key, False, _apply(base_raw, delta, f"arm {key}"), chosen))
     else:
         for factor, variants in ab.factors.items():
             if not variants:
@@ -179,7 +193,7 @@ def expand(ab: AblationFile, base_raw: dict[str, Any]) -> list[Arm]:
             for variant, delta in variants.items():
                 key = f"{factor}={variant}"
                 label = f"without {factor}" if ab.design == "leave-one-out" else variant
-                arms.append(Arm(key, factor, label, False, _apply(base_raw, delta, f"variant {key}"),
+                arms.append(Arm(key, factor, label, False, _apply(base_raw, delta, f"variant {key}", rebase),
                                 {factor: variant}))
     seen: dict[str, str] = {base.spec_hash: BASELINE}
     for arm in arms[1:]:
