@@ -13,6 +13,9 @@ import warnings  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*is experimental.*")  # Optuna's heartbeat/retry APIs
 warnings.filterwarnings("ignore", message=".*experimental feature.*")
+# Blocks create their sublayers in __init__ and Keras restores them on load (tests compare
+# predictions after a reload), so Keras's "no build() method" notice on loading is noise.
+warnings.filterwarnings("ignore", message=r".*does not have a `build\(\)` method implemented.*")
 
 from core import augment, blocks, losses, metrics, models, optim  # noqa: E402  (registration)
 from core.registry import ALL_REGISTRIES  # noqa: E402

@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from core.cli import commands_ablation, commands_data, commands_run
+from core.cli import commands_ablation, commands_data, commands_export, commands_run, commands_study, commands_team
 
 # Each module adds its sub-commands with register(subparsers).
-COMMAND_MODULES = [commands_run, commands_data, commands_ablation]
+COMMAND_MODULES = [commands_run, commands_data, commands_ablation, commands_export, commands_team, commands_study]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,88 @@
+"""``ablate export`` and ``ablate predict``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export the best model of a study, ablation, experiment or run",
+                       description="Choose a run, write model.keras, saved_model/, model.tflite, spec.json, "
+                                   "model_card.md and preprocessing.json to --out, check that every format "
+                                   "reproduces the trained model, and register it in MLflow with alias champion.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--study", metavar="NAME", help="the best FINISHED trial of this study")
+    src.add_argument("--ablation", metavar="NAME",
+                     help="the variant with the best mean over seeds; its seed closest to that mean")
+    src.add_argument("--run", metavar="RUN_ID", help="this MLflow run")
+    src.add_argument("--best-of", metavar="EXPERIMENT", help="the FINISHED run with the best metric")
+    p.add_argument("--metric", default="best_val_miou", help="selection metric (default: %(default)s)")
+    p.add_argument("--trial", type=int, default=None, metavar="N", help="with --study: export this trial number")
+    p.add_argument("--pareto-index", type=int, default=None, metavar="K",
+                   help="with a two-objective --study: the K-th Pareto trial, best metric first (0 = default)")
+    p.add_argument("--cost", default=None, choices=("latency_ms_per_image", "params"),
+                   help="with --pareto-index: the second objective (default: read from the study's parent run)")
+    p.add_argument("--name", default=None, help="registered model name (default: the study/ablation/experiment name)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="export folder (default: exports/NAME)")
+    p.add_argument("--refit", action="store_true", help="retrain the chosen spec on train+validation first")
+    p.add_argument("--tracking-uri", default=None, metavar="URI",
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or mlruns/mlflow.db)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="predict masks for an .npz with an exported model",
+                       description="Stream an .npz's images through a model; write OUT.npz with 'masks' "
+                                   "(N, 64, 128) uint8, and optionally the course submission CSV and overlays.")
+    p.add_argument("--model", required=True,
+                   help="an export folder, a .keras file, models:/NAME@champion, or an MLflow run id")
+    p.add_argument("--data", required=True, type=Path, help="input .npz (course layout)")
+    p.add_argument("--split", choices=("test", "train"), default="test",
+                   help="test_set or training_set images (default: %(default)s)")
+    p.add_argument("--out", required=True, type=Path, help="output .npz with 'masks'")
+    p.add_argument("--submission", type=Path, default=None, help="also write the course submission CSV")
+    p.add_argument("--png", type=Path, default=None, help="also write colour overlays into this folder")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
+    p.add_argument("--tracking-uri", default=None, help="for models:/ URIs and run ids")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from core import tracking
+    from core.errors import AblateError
+    from core.export import Selector, export_model
+
+    if (args.trial is not None or args.pareto_index is not None) and not args.study:
+        raise AblateError("--trial and --pareto-index apply to --study only.")
+    if args.trial is not None and args.pareto_index is not None:
+        raise AblateError("Give --trial or --pareto-index, not both.")
+    uri = tracking.setup(args.tracking_uri)
+    sel = Selector(study=args.study, ablation=args.ablation, run_id=args.run, best_of=args.best_of,
+                   metric=args.metric, trial=args.trial, pareto_index=args.pareto_index, cost=args.cost)
+    result = export_model(sel, out=args.out, name=args.name, refit=args.refit, tracking_uri=uri)
+    print(f"chosen: {result.choice.reason}")
+    for check in result.checks:
+        print(f"  {check.line()}")
+    print(f"exported to {result.out_dir}/ (model.keras, saved_model/, model.tflite, model_card.md, ...)")
+    print(f"registered models:/{result.model_name}/{result.version}, alias models:/{result.model_name}@champion")
+    print(tracking.run_link(uri, result.export_run_id))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from core.export import load_predictor, predict_file
+    from core.export.predict import RUN_ID, check_request
+
+    check_request(args.data, args.out, args.split, args.batch_size)  # before the (slow) model load
+    if args.model.startswith("models:/") or (RUN_ID.fullmatch(args.model) and not Path(args.model).exists()):
+        from core import tracking
+
+        tracking.setup(args.tracking_uri)  # registry URIs and run ids live in the tracking store
+    predictor = load_predictor(args.model)
+    result = predict_file(predictor, args.data, args.out, split=args.split, submission=args.submission,
+                          png=args.png, batch_size=args.batch_size)
+    print(f"{result.images} images in {result.seconds:.1f} s -> {result.out} (masks (N, 64, 128) uint8)")
+    if result.submission:
+        print(f"submission CSV: {result.submission}")
+    if result.png_dir:
+        print(f"overlays: {result.png_dir}/")
+    return 0

@@ -1,0 +1,157 @@
+"""``ablate export``: choose a run, build every format, check them, register the champion.
+
+Order matters: the local formats are checked before anything is registered, the pyfunc is
+checked after logging but before the ``champion`` alias moves, and the export folder appears
+only when everything passed (built in a hidden staging folder, then renamed into place).
+
+Example:
+    >>> result = export_model(Selector(ablation="skip-types"), out=Path("exports/skip-types"))
+    >>> result.model_name, result.version
+    ('skip-types', '3')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from core.errors import AblateError
+from core.export import card, check, formats, publish
+from core.export.select import Choice, Selector, select
+from core.spec import Spec, validate
+
+
+@dataclass
+class ExportResult:
+    """What an export produced."""
+
+    out_dir: Path
+    model_name: str
+    version: str
+    choice: Choice
+    export_run_id: str
+    model_run_id: str  # the source run, or its refit
+    checks: list[check.FormatCheck]
+
+
+def export_model(sel: Selector, out: Path | None = None, name: str | None = None, refit: bool = False,
+                 tracking_uri: str = "") -> ExportResult:
+    """Exports the run ``sel`` picks (see :mod:`core.export.select`); MLflow must be set up."""
+    client = MlflowClient()
+    choice = select(client, sel)
+    model_name = name or choice.name
+    out = out or Path("exports") / model_name
+    model_run = refit_run(choice) if refit else choice.run
+    with tempfile.TemporaryDirectory() as tmp:
+        model_file, spec = fetch(client, model_run.info.run_id, Path(tmp))
+        model = formats.load_keras(model_file)
+        with staging(out) as stage:
+            build_bundle(model, model_file, spec, stage)
+            checks = check.check_bundle(model, stage)  # before anything is registered
+            with export_run(choice, model_name, model_run.info.run_id):
+                version = publish.log_pyfunc(stage / "saved_model", model_name, check.check_images()[:1],
+                                             {"source_run_id": choice.run.info.run_id})
+                checks.append(check.check_pyfunc(model, publish.pyfunc_predictor(f"models:/{model_name}/{version}")))
+                publish.tag_version(client, model_name, version, version_tags(choice, spec, model_run.info.run_id))
+                inputs = card.CardInputs(choice, spec, model_name, version, checks, tracking_uri,
+                                         model_run.info.run_id if refit else None)
+                write_docs(stage, inputs)
+                mlflow.log_artifacts(str(stage), "export")
+                run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+                publish.move_alias(client, model_name, version)
+    return ExportResult(out, model_name, version, choice, run_id, model_run.info.run_id, checks)
+
+
+def fetch(client: MlflowClient, run_id: str, dst: Path) -> tuple[Path, Spec]:
+    """Downloads a run's ``model/model.keras`` and ``spec.json``; returns the file and the spec."""
+    try:
+        model_file = Path(client.download_artifacts(run_id, "model/model.keras", str(dst)))
+        spec_file = Path(client.download_artifacts(run_id, "spec.json", str(dst)))
+    except (MlflowException, OSError) as e:
+        raise AblateError(f"Run {run_id} has no model/model.keras or spec.json artifact (was it trained with "
+                          f"tracking.log_model=false?): {str(e).splitlines()[0]}") from None
+    return model_file, validate(json.loads(spec_file.read_text(encoding="utf-8")))
+
+
+def build_bundle(model: object, model_file: Path, spec: Spec, stage: Path) -> None:
+    """model.keras (the trained file, byte for byte), saved_model/, model.tflite, spec.json."""
+    shutil.copyfile(model_file, stage / "model.keras")
+    formats.write_saved_model(model, stage / "saved_model")  # type: ignore[arg-type]
+    formats.write_tflite(model, stage / "model.tflite")  # type: ignore[arg-type]
+    (stage / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_docs(stage: Path, inputs: card.CardInputs) -> None:
+    prep = card.preprocessing(inputs.model_name, inputs.version)
+    (stage / "preprocessing.json").write_text(json.dumps(prep, indent=2) + "\n", encoding="utf-8")
+    (stage / "model_card.md").write_text(card.model_card(inputs), encoding="utf-8")
+
+
+def version_tags(choice: Choice, spec: Spec, model_run_id: str) -> dict[str, str]:
+    tags = choice.run.data.tags
+    return {
+        "source_run_id": choice.run.info.run_id,
+        "model_run_id": model_run_id,
+        "spec_hash": spec.spec_hash,
+        "data_fingerprint": tags.get("data_fingerprint", "unknown"),
+        "selected_from": f"{choice.source}:{choice.name}",
+        "selection_metric": choice.metric,
+    }
+
+
+@contextlib.contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """A hidden folder next to ``out``, renamed onto ``out`` if the block succeeds."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise AblateError(f"--out '{out}' is a file; expected a folder for the export.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield stage
+        old = out.with_name(f".{out.name}.old") if out.exists() else None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+        stage.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def export_run(choice: Choice, model_name: str, model_run_id: str) -> Iterator[None]:
+    """An MLflow run recording the export; ends FAILED (KILLED on Ctrl-C) if the block raises."""
+    tags = {"ablate.kind": "export", "source_run_id": choice.run.info.run_id, "model_run_id": model_run_id,
+            "model_name": model_name, "selected_from": f"{choice.source}:{choice.name}"}
+    mlflow.start_run(experiment_id=choice.run.info.experiment_id, run_name=f"export-{model_name}", tags=tags)
+    try:
+        mlflow.log_text(choice.reason, "selection.txt")
+        yield
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException as e:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("error", f"{type(e).__name__}: {e}"[:500])
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def refit_run(choice: Choice) -> mlflow.entities.Run:
+    """Retrains the chosen spec on train + validation as its own run; returns that run."""
+    from core.export.refit import refit
+
+    return MlflowClient().get_run(refit(choice))

@@ -1,0 +1,262 @@
+"""``ablate predict``: masks for every image of an ``.npz``, streamed in batches.
+
+Images are read in batches straight from the ``.npz`` (see :mod:`~core.export.npzstream`),
+so memory stays flat for 10,000+ images: the masks go to ``OUT.npz`` (``masks`` (N, 64, 128)
+uint8), optionally the course submission CSV (``id`` then 8,192 pixel labels, row-major) and
+colour overlays, each written atomically (complete or not at all).
+
+Example:
+    >>> predictor = load_predictor("exports/skip-types")
+    >>> predict_file(predictor, "data.npz", "masks.npz", submission="sub.csv")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.data.io import atomic_path, check_npz_suffix, refuse_same_file
+from core.data.loader import HEIGHT, WIDTH
+from core.errors import AblateError, DataError
+from core.export.npzstream import ArrayWriter, Member, iter_rows, open_member
+from core.metrics import CLASS_COLOURS, NUM_CLASSES
+
+Predictor = Callable[[np.ndarray], np.ndarray]  # float32 (n, 64, 128, 1) in [0, 1] -> uint8 masks (n, 64, 128)
+SPLITS = {"test": "test_set", "train": "training_set"}
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+OVERLAY_ALPHA = 0.5  # mask colour over the grayscale image
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What a prediction wrote."""
+
+    images: int
+    out: Path
+    submission: Path | None
+    png_dir: Path | None
+    seconds: float
+
+
+# --- models ----------------------------------------------------------------------------------
+
+def load_predictor(ref: str) -> Predictor:
+    """A predictor from an export folder, a ``.keras`` file, ``models:/NAME@ALIAS`` or a run id.
+
+    ``models:/`` URIs and run ids need MLflow's tracking URI to be set first.
+    """
+    if ref.startswith("models:/"):
+        return _pyfunc(ref)
+    path = Path(ref)
+    if path.is_dir():
+        if (path / "saved_model" / "saved_model.pb").is_file():
+            return _saved_model(path / "saved_model")
+        if (path / "saved_model.pb").is_file():
+            return _saved_model(path)
+        if (path / "model.keras").is_file():
+            return _keras(path / "model.keras")
+        raise AblateError(f"Folder '{path}' holds no saved_model/ or model.keras; expected an `ablate export` folder.")
+    if path.is_file() and path.suffix == ".keras":
+        return _keras(path)
+    if RUN_ID.fullmatch(ref):
+        return _run(ref)
+    raise AblateError(f"Model '{ref}' not found: expected an export folder (with saved_model/ or model.keras), a "
+                      ".keras file, models:/NAME@ALIAS or a 32-character MLflow run id.")
+
+
+def _saved_model(path: Path) -> Predictor:
+    import tensorflow as tf
+
+    try:
+        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    except (KeyError, OSError, ValueError) as e:
+        raise AblateError(f"'{path}' is not a SavedModel written by `ablate export` ({e}).") from e
+    return lambda x: serve(images=tf.constant(x))["masks"].numpy()
+
+
+def _keras(path: Path) -> Predictor:
+    from core.export.formats import load_keras
+
+    model = load_keras(path)
+    return lambda x: np.argmax(model.predict_on_batch(x), axis=-1).astype(np.uint8)
+
+
+def _pyfunc(uri: str) -> Predictor:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as e:
+        raise AblateError(f"Could not load '{uri}' from the model registry at {mlflow.get_tracking_uri()}: "
+                          f"{str(e).splitlines()[0]}. Export a model first (`ablate export`) or check the name, "
+                          "alias and --tracking-uri.") from None
+    return lambda x: np.asarray(model.predict(x))
+
+
+def _run(run_id: str) -> Predictor:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    tmp = tempfile.mkdtemp(prefix="ablate-model-")
+    try:
+        path = MlflowClient().download_artifacts(run_id, "model/model.keras", tmp)
+        return _keras(Path(path))
+    except (MlflowException, OSError) as e:
+        raise AblateError(f"Run '{run_id}' has no model/model.keras artifact in the tracking store: "
+                          f"{str(e).splitlines()[0]}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- input ---------------------------------------------------------------------------------
+
+def open_images(data: str | Path, split: str) -> Member:
+    """The split's image array, checked for shape and dtype (values are checked while reading)."""
+    if split not in SPLITS:
+        raise AblateError(f"--split must be one of {', '.join(SPLITS)}; got '{split}'.")
+    member = open_member(data, SPLITS[split])
+    s = member.shape
+    ok = (len(s) == 4 and s[1:] == (2, HEIGHT, WIDTH)) if split == "train" else (
+        (len(s) == 3 and s[1:] == (HEIGHT, WIDTH)) or (len(s) == 4 and s[1:] == (HEIGHT, WIDTH, 1)))
+    expected = "(N, 2, 64, 128)" if split == "train" else "(N, 64, 128) or (N, 64, 128, 1)"
+    if not ok:
+        raise DataError(f"'{member.key}' in '{member.path}' has shape {s}; expected {expected} grayscale images.")
+    if member.dtype.kind not in "uif" or member.dtype == np.bool_:
+        raise DataError(f"'{member.key}' has dtype {member.dtype}; expected uint8 or float images.")
+    if s[0] == 0:
+        raise DataError(f"'{member.key}' in '{member.path}' is empty; expected at least one image.")
+    return member
+
+
+def batches(member: Member, batch: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, images (n, 64, 128)) in the file's dtype."""
+    for start, rows in iter_rows(member, batch):
+        yield start, rows[:, 0] if member.key == "training_set" else rows.reshape(len(rows), HEIGHT, WIDTH)
+
+
+def scale_divisor(member: Member, batch: int) -> float:
+    """255 or 1, decided over the whole array as the loader does; checks every value on the way."""
+    if member.dtype == np.uint8:
+        return 255.0
+    hi = -np.inf
+    for start, images in batches(member, batch):
+        if images.dtype.kind == "f" and not np.isfinite(images).all():
+            bad = start + int(np.argmin(np.isfinite(images).reshape(len(images), -1).all(axis=1)))
+            raise DataError(f"'{member.key}' holds NaN or inf values (first at image {bad}); expected finite values "
+                            "0-255 or 0-1.")
+        lo, top = float(images.min()), float(images.max())
+        if lo < 0 or top > 255:
+            raise DataError(f"'{member.key}' values span [{lo:g}, {top:g}] near image {start}; expected 0-255 "
+                            "(or 0-1 floats).")
+        hi = max(hi, top)
+    return 255.0 if member.dtype.kind in "ui" or hi > 1.0 else 1.0
+
+
+# --- outputs -------------------------------------------------------------------------------
+
+def csv_header() -> bytes:
+    return ("id," + ",".join(str(i) for i in range(HEIGHT * WIDTH)) + "\n").encode()
+
+
+def csv_rows(start: int, masks: np.ndarray) -> bytes:
+    """Rows ``id,l0,l1,...,l8191`` (labels are single digits, so bytes are built directly)."""
+    n, pixels = len(masks), HEIGHT * WIDTH
+    body = np.empty((n, 2 * pixels + 1), np.uint8)
+    body[:, 0 : 2 * pixels : 2] = ord(",")
+    body[:, 1 : 2 * pixels : 2] = masks.reshape(n, pixels) + ord("0")
+    body[:, -1] = ord("\n")
+    return b"".join(str(start + i).encode() + body[i].tobytes() for i in range(n))
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """RGB (64, 128, 3): the grayscale image with labelled pixels tinted by class colour."""
+    grey = np.repeat(np.clip(image * 255.0, 0, 255)[..., None], 3, axis=-1)
+    colour = np.asarray(CLASS_COLOURS, np.float32)[mask]
+    tint = np.where((mask > 0)[..., None], (1 - OVERLAY_ALPHA) * grey + OVERLAY_ALPHA * colour, grey)
+    return tint.round().astype(np.uint8)
+
+
+def _write_pngs(folder: Path, start: int, images: np.ndarray, masks: np.ndarray) -> None:
+    from PIL import Image
+
+    for i, (img, mask) in enumerate(zip(images, masks, strict=True)):
+        Image.fromarray(overlay(img[..., 0], mask)).save(folder / f"{start + i:06d}.png")
+
+
+@contextlib.contextmanager
+def staged_folder(dest: Path) -> Iterator[Path]:
+    """A hidden folder renamed onto ``dest`` (replacing it) when the block succeeds."""
+    if dest.exists() and not dest.is_dir():
+        raise AblateError(f"--png '{dest}' is a file; expected a folder for the overlays.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        yield stage
+        if dest.exists():
+            shutil.rmtree(dest)
+        stage.rename(dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+def check_request(data: str | Path, out: str | Path, split: str, batch_size: int) -> Member:
+    """Checks the arguments and the input's layout (cheap: call it before loading a model)."""
+    if batch_size < 1:
+        raise AblateError(f"--batch-size must be >= 1; got {batch_size}.")
+    refuse_same_file(check_npz_suffix(out), data)
+    return open_images(data, split)
+
+
+def predict_file(predictor: Predictor, data: str | Path, out: str | Path, split: str = "test",
+                 submission: str | Path | None = None, png: str | Path | None = None,
+                 batch_size: int = 64) -> PredictResult:
+    """Predicts every image of ``data``'s split; writes ``out`` (and the CSV and PNGs if asked)."""
+    out = Path(out)
+    member = check_request(data, out, split, batch_size)
+    divisor = scale_divisor(member, batch_size)
+    n = member.shape[0]
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        zf = stack.enter_context(zipfile.ZipFile(stack.enter_context(atomic_path(out)), "w", zipfile.ZIP_DEFLATED))
+        writer = stack.enter_context(ArrayWriter(zf, "masks", (n, HEIGHT, WIDTH), np.dtype(np.uint8)))
+        csv = stack.enter_context(open(stack.enter_context(atomic_path(submission)), "wb")) if submission else None
+        pngs = stack.enter_context(staged_folder(Path(png))) if png else None
+        if csv is not None:
+            csv.write(csv_header())
+        for start, masks, images in _predicted(predictor, member, divisor, batch_size):
+            writer.write(masks)
+            if csv is not None:
+                csv.write(csv_rows(start, masks))
+            if pngs is not None:
+                _write_pngs(pngs, start, images, masks)
+    return PredictResult(n, out, Path(submission) if submission else None, Path(png) if png else None,
+                         time.perf_counter() - t0)
+
+
+def _predicted(predictor: Predictor, member: Member, divisor: float, batch_size: int
+               ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    from tqdm import tqdm
+
+    with tqdm(total=member.shape[0], unit="img", desc="predict", file=sys.stderr, disable=None) as bar:
+        for start, raw in batches(member, batch_size):
+            images = (raw.astype(np.float32) / np.float32(divisor))[..., None]
+            masks = np.asarray(predictor(images))
+            if masks.shape != raw.shape or masks.min() < 0 or masks.max() >= NUM_CLASSES:
+                raise AblateError(f"The model returned masks of shape {masks.shape} with labels "
+                                  f"{masks.min()}-{masks.max()}; expected {raw.shape} labels 0-4. Is it a model "
+                                  "exported by `ablate export`?")
+            yield start, masks.astype(np.uint8), images
+            bar.update(len(raw))

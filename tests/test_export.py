@@ -1,0 +1,411 @@
+"""``ablate export``: selection from MLflow, every format reloads and agrees, the champion alias,
+a SavedModel that runs without this project, and a served model that answers over HTTP.
+
+Tiny real runs (filters 4, depth 2, one epoch on 64 synthetic pairs) are tagged like an
+ablation's arms and a study's trials; selection edge cases use metric-only runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from helpers import assert_one_error_line, free_port
+from mlflow.tracking import MlflowClient
+
+import core  # noqa: F401  (registers the blocks: model.keras reloads)
+from core import tracking
+from core.cli.main import main
+from core.data.synth import generate
+from core.errors import AblateError
+from core.export import ExportError, ExportResult, Selector, export_model, select
+from core.export import check as chk
+from core.export.select import pareto_front
+from core.metrics import CLASS_COLOURS, CLASS_NAMES
+from core.runner import run_spec
+from core.spec import validate
+
+FORMATS = {"model.keras", "saved_model[serving_default]", "saved_model[serving_uint8]", "model.tflite",
+           "mlflow pyfunc"}
+
+
+def tiny_spec(data: Path, seed: int) -> dict:
+    return {"name": "tiny", "seed": seed, "data": {"path": str(data)},
+            "model": {"type": "unet", "depth": 2, "filters": 4},
+            "train": {"epochs": 1, "batch_size": 16, "early_stopping": 0}, "tracking": {"mask_every": 0}}
+
+
+def parent(client: MlflowClient, experiment: str, tags: dict[str, str]) -> str:
+    exp_id = tracking.ensure_experiment(experiment)
+    run = client.create_run(exp_id, tags=tags, run_name=experiment)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def fake_child(client: MlflowClient, parent_id: str, tags: dict[str, str], metrics: dict[str, float],
+               status: str = "FINISHED") -> str:
+    """A run with tags and metrics but no model: enough for selection."""
+    exp_id = client.get_run(parent_id).info.experiment_id
+    run = client.create_run(exp_id, tags={"mlflow.parentRunId": parent_id, **tags})
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, value)
+    client.set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+def arm_tags(variant: str, seed: int, factor: str = "skip") -> dict[str, str]:
+    return {"ablate.kind": "arm", "ablation": "abl", "factor": factor, "variant": variant, "seed": str(seed),
+            "is_baseline": str(variant == "concat").lower()}
+
+
+@dataclass
+class Store:
+    """The temp tracking store with a tiny ablation and study, exported once each."""
+
+    uri: str
+    client: MlflowClient
+    data: Path
+    arms: dict[int, str]  # seed -> real run id of variant 'concat'
+    trial0: str
+    ablation: ExportResult
+    study: ExportResult
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    from core.data.synth import write_npz
+
+    root = tmp_path_factory.mktemp("export")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # tracking.ensure_experiment puts artifacts under ./mlruns
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient()
+        data = write_npz(root / "data.npz", generate(64, seed=0, n_test=8))
+        abl = parent(client, "abl", {"ablate.kind": "ablation", "ablation": "abl"})
+        arms = {seed: run_spec(validate(tiny_spec(data, seed)), "abl", abl, arm_tags("concat", seed), verbose=0).run_id
+                for seed in (0, 1)}
+        for seed in (0, 1):  # a worse variant, and a failed run whose metric must not count
+            fake_child(client, abl, arm_tags("add", seed), {"best_val_miou": 0.0})
+        fake_child(client, abl, arm_tags("add", 2), {"best_val_miou": 0.99}, status="FAILED")
+        client.log_text(abl, "| arm | mean |\n|---|---|\n| concat | x |\n", "report/report.md")
+
+        stu = parent(client, "stu", {"ablate.kind": "study", "study": "stu"})
+        trial = {"ablate.kind": "trial", "study": "stu"}
+        trial0 = run_spec(validate(tiny_spec(data, 2)), "stu", stu, {**trial, "trial_number": "0"}, verbose=0).run_id
+        fake_child(client, stu, {**trial, "trial_number": "1"}, {"best_val_miou": 0.99}, status="KILLED")
+        fake_child(client, stu, {**trial, "trial_number": "2"}, {}, status="FAILED")
+        client.log_text(stu, "Study summary: 3 trials, TPE.\n", "report/summary.md")
+
+        ablation = export_model(Selector(ablation="abl"), out=root / "out-abl", tracking_uri=uri)
+        study = export_model(Selector(study="stu"), out=root / "out-stu", refit=True, tracking_uri=uri)
+        yield Store(uri, client, data, arms, trial0, ablation, study)
+    mlflow.set_tracking_uri(previous)
+
+
+def expected_masks(bundle: Path, images: np.ndarray) -> np.ndarray:
+    """Masks of the exported .keras model for uint8 images (N, 64, 128)."""
+    from core.export.formats import keras_probabilities, load_keras
+
+    probs = keras_probabilities(load_keras(bundle / "model.keras"), (images.astype(np.float32) / 255.0)[..., None])
+    return probs.argmax(-1).astype(np.uint8)
+
+
+# --- the ablation export ---------------------------------------------------------------------
+
+def test_ablation_export_moves_champion_alias_to_new_version(store: Store) -> None:
+    res = store.ablation
+    version = store.client.get_model_version_by_alias("abl", "champion")
+    assert str(version.version) == res.version
+    source = store.client.get_run(res.choice.run.info.run_id)
+    assert version.tags["source_run_id"] == source.info.run_id
+    assert version.tags["spec_hash"] == source.data.tags["spec_hash"]
+    assert version.tags["data_fingerprint"] == source.data.tags["data_fingerprint"]
+    assert res.choice.run.info.run_id in store.arms.values()  # never the 'add' variant or the failed run
+    export_run = store.client.get_run(res.export_run_id)
+    assert export_run.info.status == "FINISHED" and export_run.data.tags["ablate.kind"] == "export"
+
+
+def test_every_format_is_written_and_matches_the_trained_model(store: Store) -> None:
+    out = store.ablation.out_dir
+    for name in ("model.keras", "saved_model/saved_model.pb", "model.tflite", "spec.json", "model_card.md",
+                 "preprocessing.json"):
+        assert (out / name).is_file(), name
+    checks = {c.name: c for c in store.ablation.checks}
+    assert set(checks) == FORMATS
+    assert all(c.ok for c in checks.values())
+    assert all(c.max_prob_diff <= chk.PROB_ATOL for c in checks.values()
+               if c.max_prob_diff is not None and c.name != "model.tflite")
+    assert validate(json.loads((out / "spec.json").read_text())).spec_hash == \
+        store.client.get_run(store.ablation.choice.run.info.run_id).data.tags["spec_hash"]
+    assert not list(out.parent.glob(".out-abl.*")), "the staging folder was left behind"
+
+
+def test_model_card_and_preprocessing_record_the_choice(store: Store) -> None:
+    out = store.ablation.out_dir
+    card = (out / "model_card.md").read_text()
+    run_id = store.ablation.choice.run.info.run_id
+    assert run_id in card and "closest to that mean" in card
+    assert "best_val_iou_big_rock" in card and "| concat" in card  # per-class metrics, the variant table
+    assert "| concat | x |" in card  # the ablation's own report.md
+    assert "Intended use and limits" in card
+    prep = json.loads((out / "preprocessing.json").read_text())
+    assert [c["name"] for c in prep["classes"]] == list(CLASS_NAMES)
+    assert [tuple(c["colour"]) for c in prep["classes"]] == list(CLASS_COLOURS)
+    assert prep["input"]["shape"] == [64, 128, 1]
+
+
+def test_saved_model_runs_in_a_process_that_cannot_import_the_project(store: Store, tmp_path: Path) -> None:
+    images = generate(4, seed=5)["training_set"][:, 0]
+    np.save(tmp_path / "images.npy", images)
+    site = sysconfig.get_paths()["purelib"]  # numpy, TensorFlow; without .pth files (the editable install)
+    code = f"""
+import sys
+sys.path.append({site!r})
+try:
+    import core
+except ImportError:
+    pass
+else:
+    raise SystemExit("core is importable: the check is not clean")
+import numpy as np, tensorflow as tf
+m = tf.saved_model.load({str(store.ablation.out_dir / 'saved_model')!r})
+x = np.load('images.npy')
+u = m.signatures['serving_uint8'](images=tf.constant(x[..., None]))
+f = m.signatures['serving_default'](images=tf.constant(x.astype('float32') / 255))
+assert u['probabilities'].shape == (4, 64, 128, 5)
+assert 'core' not in sys.modules
+np.save('masks.npy', u['masks'].numpy()); np.save('masks_f.npy', f['masks'].numpy())
+"""
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = expected_masks(store.ablation.out_dir, images)
+    np.testing.assert_array_equal(np.load(tmp_path / "masks.npy"), expected)
+    np.testing.assert_array_equal(np.load(tmp_path / "masks_f.npy"), expected)
+
+
+def test_pyfunc_takes_uint8_and_float_with_or_without_channel(store: Store) -> None:
+    model = mlflow.pyfunc.load_model("models:/abl@champion")
+    images = generate(3, seed=6)["training_set"][:, 0]
+    expected = expected_masks(store.ablation.out_dir, images)
+    for batch in (images, images[..., None], images.astype(np.float32) / 255, images.astype(np.float64)):
+        out = model.predict(batch)
+        assert out.shape == (3, 64, 128) and out.dtype == np.uint8
+        np.testing.assert_array_equal(out, expected)
+    with pytest.raises(Exception, match="NaN or inf"):
+        model.predict(np.full((1, 64, 128), np.nan))
+    with pytest.raises(Exception, match=r"\(N, 64, 128\)"):
+        model.predict(np.zeros((1, 32, 32), np.uint8))
+
+
+@contextlib.contextmanager
+def served(model_uri: str, tracking_uri: str, folder: Path, timeout: float = 240) -> Iterator[str]:
+    """``mlflow models serve`` on a free loopback port, in its own process group."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # uvicorn
+    log = open(folder / "serve.log", "w")  # noqa: SIM115 - closed below, after the server ends
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
+                             "local", "-h", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while not _pings(url):
+            assert proc.poll() is None, (folder / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "model server did not start:\n" + (folder / "serve.log").read_text()
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+def _pings(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/ping", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _post(url: str, payload: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url + "/invocations", data=json.dumps(payload).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_served_champion_answers_a_post_with_masks(store: Store, tmp_path: Path) -> None:
+    images = generate(2, seed=7)["training_set"][:, 0]
+    expected = expected_masks(store.ablation.out_dir, images)
+    with served("models:/abl@champion", store.uri, tmp_path) as url:
+        status, body = _post(url, {"inputs": images.tolist()})
+        assert status == 200, body
+        np.testing.assert_array_equal(np.asarray(body["predictions"], dtype=np.uint8), expected)
+        status, body = _post(url, {"inputs": (images[..., None] / 255.0).tolist()})  # float 0-1, channel axis
+        assert status == 200, body
+        np.testing.assert_array_equal(np.asarray(body["predictions"], dtype=np.uint8), expected)
+        status, body = _post(url, {"inputs": np.zeros((1, 32, 32)).tolist()})
+        assert status == 400 and "64, 128" in json.dumps(body)
+
+
+# --- the study export (with --refit) -----------------------------------------------------------
+
+def test_study_export_takes_the_best_finished_trial_and_refits_it(store: Store) -> None:
+    res = store.study
+    assert res.choice.run.info.run_id == store.trial0  # not the pruned trial with 0.99
+    refit = store.client.get_run(res.model_run_id)
+    assert refit.info.run_id != store.trial0 and refit.info.status == "FINISHED"
+    assert refit.data.tags["ablate.kind"] == "refit" and refit.data.tags["refit_of"] == store.trial0
+    version = store.client.get_model_version_by_alias("stu", "champion")
+    assert str(version.version) == res.version and version.tags["model_run_id"] == refit.info.run_id
+    assert version.tags["source_run_id"] == store.trial0
+    card = (res.out_dir / "model_card.md").read_text()
+    assert "1 pruned" in card and "1 failed" in card and "Refit" in card
+    assert "Study summary: 3 trials, TPE." in card
+    assert all(c.ok for c in res.checks) and {c.name for c in res.checks} == FORMATS
+
+
+def test_predict_from_the_registry_matches_the_export_folder(store: Store, tmp_path: Path) -> None:
+    from core.export import load_predictor, predict_file
+
+    a = predict_file(load_predictor("models:/stu@champion"), store.data, tmp_path / "a.npz")
+    b = predict_file(load_predictor(str(store.study.out_dir)), store.data, tmp_path / "b.npz")
+    assert a.images == b.images == 8
+    np.testing.assert_array_equal(np.load(a.out)["masks"], np.load(b.out)["masks"])
+
+
+# --- the reload check fails loudly --------------------------------------------------------------
+
+def test_reload_check_fails_when_a_format_differs(store: Store, tmp_path: Path) -> None:
+    import shutil
+
+    from core.export.formats import load_keras
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(store.ablation.out_dir, bundle)
+    other = next(r for r in store.arms.values() if r != store.ablation.choice.run.info.run_id)
+    shutil.copyfile(store.client.download_artifacts(other, "model/model.keras", str(tmp_path)), bundle / "model.keras")
+    with pytest.raises(ExportError, match=r"Reload check failed.*model\.keras"):
+        chk.check_bundle(load_keras(store.ablation.out_dir / "model.keras"), bundle)
+
+
+# --- selection, on metric-only runs --------------------------------------------------------------
+
+def test_ablation_selection_takes_the_seed_closest_to_the_best_variant_mean(store: Store) -> None:
+    client = store.client
+    pid = parent(client, "sel", {"ablate.kind": "ablation", "ablation": "sel"})
+    tags = lambda v, s: {**arm_tags(v, s), "ablation": "sel"}  # noqa: E731
+    runs = {s: fake_child(client, pid, tags("a", s), {"best_val_miou": v}) for s, v in enumerate([0.50, 0.53, 0.62])}
+    for s, v in enumerate([0.54, 0.55]):
+        fake_child(client, pid, tags("b", s), {"best_val_miou": v})
+    fake_child(client, pid, tags("b", 9), {"best_val_miou": 0.99}, status="FAILED")
+    choice = select(client, Selector(ablation="sel"))
+    assert choice.run.info.run_id == runs[1]  # mean 0.55: 0.53 is closest, 0.62 is the luckiest
+    assert "'a'" in choice.reason and "0.5500" in choice.reason and "luckiest seed (seed 2, 0.6200)" in choice.reason
+    assert choice.table.index("| skip | a") < choice.table.index("| skip | b")
+
+
+def test_study_selection_by_trial_number_and_pareto_index(store: Store) -> None:
+    client = store.client
+    pid = parent(client, "two", {"ablate.kind": "study", "study": "two", "objectives": "best_val_miou,params"})
+    trial = lambda n: {"ablate.kind": "trial", "study": "two", "trial_number": str(n)}  # noqa: E731
+    points = [(0.60, 900.0), (0.55, 300.0), (0.50, 500.0), (0.40, 100.0)]  # trial 2 is dominated by trial 1
+    ids = [fake_child(client, pid, trial(n), {"best_val_miou": m, "params": p}) for n, (m, p) in enumerate(points)]
+    fake_child(client, pid, trial(4), {"best_val_miou": 0.9, "params": 1.0}, status="KILLED")
+    assert select(client, Selector(study="two")).run.info.run_id == ids[0]
+    assert select(client, Selector(study="two", trial=2)).run.info.run_id == ids[2]
+    assert select(client, Selector(study="two", pareto_index=1)).run.info.run_id == ids[1]
+    finished = [client.get_run(i) for i in ids]
+    assert [r.info.run_id for r in pareto_front(finished, "best_val_miou", "params")] == [ids[0], ids[1], ids[3]]
+    with pytest.raises(AblateError, match="Trial 4 is KILLED \\(pruned\\)"):
+        select(client, Selector(study="two", trial=4))
+    with pytest.raises(AblateError, match="out of range.*3 trials"):
+        select(client, Selector(study="two", pareto_index=3))
+    with pytest.raises(AblateError, match="no trial 7"):
+        select(client, Selector(study="two", trial=7))
+
+
+def test_best_of_skips_parent_runs_and_run_needs_a_finished_run(store: Store) -> None:
+    choice = select(store.client, Selector(best_of="abl"))
+    assert choice.run.info.run_id in store.arms.values()  # the FAILED 0.99 and the parent are skipped
+    failed = fake_child(store.client, parent(store.client, "other", {}), {}, {}, status="FAILED")
+    with pytest.raises(AblateError, match="FAILED; only FINISHED runs"):
+        select(store.client, Selector(run_id=failed))
+
+
+def test_export_errors_are_one_clear_line(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "--ablation", "nope", "--tracking-uri", store.uri]) == 2
+    assert_one_error_line(capsys.readouterr().err, "No MLflow experiment named 'nope'")
+    assert main(["export", "--run", "0" * 32, "--tracking-uri", store.uri]) == 2
+    assert_one_error_line(capsys.readouterr().err, "Run '0{32}' not found")
+    assert main(["export", "--ablation", "abl", "--trial", "1", "--tracking-uri", store.uri]) == 2
+    assert_one_error_line(capsys.readouterr().err, "--trial and --pareto-index apply to --study only")
+    no_model = fake_child(store.client, parent(store.client, "nomodel", {}), {}, {"best_val_miou": 0.5})
+    assert main(["export", "--run", no_model, "--tracking-uri", store.uri]) == 2
+    assert_one_error_line(capsys.readouterr().err, "has no model/model.keras")
+
+
+# --- every registered block survives every format -------------------------------------------------
+
+def _block_configs() -> list[dict]:
+    """coarse_fine models that together use every conv block, skip, bottleneck, upsampler,
+    regularizer and fusion: config k's local branch takes entry 2k, its global branch 2k + 1."""
+    from core.registry import BOTTLENECKS, CONV_BLOCKS, FUSIONS, REGULARIZERS, SKIPS, UPSAMPLERS
+
+    kinds = {"conv": CONV_BLOCKS, "skip": SKIPS, "bottleneck": BOTTLENECKS, "upsample": UPSAMPLERS,
+             "regularizer": REGULARIZERS}
+    fusions = FUSIONS.names()
+    n = max(len(fusions), *((len(r) + 1) // 2 for r in kinds.values()))
+
+    def blocks(i: int) -> dict:
+        return {key: {"type": reg.names()[i % len(reg)]} for key, reg in kinds.items()}
+
+    return [{"type": "coarse_fine", "depth": 2, "filters": 4, **blocks(2 * k),
+             "fusion": {"type": fusions[k % len(fusions)]},
+             "global_branch": {"type": "unet", "depth": 2, "filters": 4, **blocks(2 * k + 1)}} for k in range(n)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", _block_configs(), ids=lambda c: f"fusion-{c['fusion']['type']}")
+def test_every_block_exports_to_every_format(config: dict, tmp_path: Path) -> None:
+    import keras
+
+    from core.export.formats import write_saved_model, write_tflite
+    from core.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(config)
+    model.save(tmp_path / "model.keras")
+    write_saved_model(model, tmp_path / "saved_model")
+    write_tflite(model, tmp_path / "model.tflite")
+    checks = chk.check_bundle(model, tmp_path)
+    assert [c.name for c in checks] == ["model.keras", "saved_model[serving_default]", "saved_model[serving_uint8]",
+                                        "model.tflite"]
