@@ -1,0 +1,26 @@
+"""Fixtures shared by the test suite (plain helpers are in tests/helpers.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import mlflow_server
+
+
+@pytest.fixture(scope="session")
+def synth_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic data set in the course format: 160 training pairs, 8 test images."""
+    from core.data.synth import generate, write_npz
+
+    path = tmp_path_factory.mktemp("data") / "synth.npz"
+    write_npz(path, generate(160, seed=0, n_test=8))
+    return path
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` (SQLite backend, proxied artifacts) on a free loopback port."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri

@@ -1,0 +1,148 @@
+"""The labelled-pixel mean IoU against a direct numpy computation written here."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from core.metrics import NUM_CLASSES, MeanIoU, confusion_matrix, iou_from_confusion, segmentation_metrics
+
+
+def reference_iou(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, dict[int, float]]:
+    """Mean and per-class IoU over classes 1-4 on pixels whose truth is labelled (not 0).
+
+    A labelled pixel predicted 0 is a miss for its class; a class absent from both the truth
+    and the prediction (on labelled pixels) is left out of the mean.
+    """
+    labelled = y_true > 0
+    t, p = y_true[labelled], y_pred[labelled]
+    per_class = {}
+    for k in range(1, NUM_CLASSES):
+        union = np.sum((t == k) | (p == k))
+        if union:
+            per_class[k] = float(np.sum((t == k) & (p == k)) / union)
+    mean = float(np.mean(list(per_class.values()))) if per_class else math.nan
+    return mean, per_class
+
+
+def one_hot_probs(pred: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random softmax-like probabilities whose argmax is ``pred``."""
+    probs = rng.uniform(0.0, 0.5, size=(*pred.shape, NUM_CLASSES)).astype(np.float32)
+    np.put_along_axis(probs, pred[..., None].astype(np.int64), 1.0, axis=-1)
+    return probs / probs.sum(axis=-1, keepdims=True)
+
+
+def streamed(metric: MeanIoU, truth: np.ndarray, pred: np.ndarray, batch: int, seed: int = 0) -> float:
+    rng = np.random.default_rng(seed)
+    metric.reset_state()
+    for i in range(0, len(truth), batch):
+        metric.update_state(truth[i:i + batch], one_hot_probs(pred[i:i + batch], rng))
+    return float(metric.result())
+
+
+def random_masks(seed: int, n: int = 10, shape: tuple[int, int] = (16, 24), absent: tuple[int, ...] = ()
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    classes = [k for k in range(NUM_CLASSES) if k not in absent]
+    truth = rng.choice(classes, size=(n, *shape), p=None).astype(np.uint8)
+    pred = truth.copy()
+    flip = rng.random(truth.shape) < 0.4  # 40% of pixels predicted at random
+    pred[flip] = rng.choice(classes, size=int(flip.sum()))
+    return truth, pred
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_streamed_metric_matches_numpy_on_random_data(seed: int) -> None:
+    truth, pred = random_masks(seed)
+    mean, per_class = reference_iou(truth, pred)
+    assert 0.2 < mean < 0.9  # a non-trivial case
+    assert streamed(MeanIoU(), truth, pred, batch=3, seed=seed) == pytest.approx(mean, abs=1e-6)
+    for k, iou in per_class.items():
+        assert streamed(MeanIoU(class_id=k), truth, pred, batch=4, seed=seed) == pytest.approx(iou, abs=1e-6)
+    cm_mean, cm_per_class = iou_from_confusion(confusion_matrix(truth, pred))
+    assert cm_mean == pytest.approx(mean, abs=1e-12)
+    assert {k: v for k, v in cm_per_class.items() if not math.isnan(v)} == pytest.approx(per_class, abs=1e-12)
+
+
+def test_streaming_accumulates_instead_of_averaging_batches() -> None:
+    # Batch 1: one soil pixel, right (the rest is background truth, ignored); batch 2: four soil
+    # pixels predicted 0. Over both: IoU 1/5, not the mean of the batch IoUs (1 + 0) / 2.
+    truth = np.array([[[1, 0, 0, 0]], [[1, 1, 1, 1]]], np.uint8)
+    pred = np.array([[[1, 0, 0, 0]], [[0, 0, 0, 0]]], np.uint8)
+    assert reference_iou(truth, pred)[0] == pytest.approx(0.2)
+    assert streamed(MeanIoU(), truth, pred, batch=1) == pytest.approx(0.2)
+
+
+def test_background_truth_is_ignored_but_predicting_background_counts() -> None:
+    truth = np.array([[[1, 1, 1, 1, 0, 0]]], np.uint8)
+    pred = np.array([[[1, 1, 0, 0, 2, 2]]], np.uint8)  # two soil pixels lost to 0; class 2 only on background
+    mean, per_class = reference_iou(truth, pred)
+    assert per_class == {1: 0.5} and mean == 0.5  # class 2 is absent from labelled pixels: left out
+    assert streamed(MeanIoU(), truth, pred, batch=1) == pytest.approx(0.5)
+    assert iou_from_confusion(confusion_matrix(truth, pred))[0] == pytest.approx(0.5)
+
+
+def test_a_class_absent_from_truth_and_prediction_is_left_out() -> None:
+    truth, pred = random_masks(5, absent=(4,))
+    mean, per_class = reference_iou(truth, pred)
+    assert 4 not in per_class
+    assert streamed(MeanIoU(), truth, pred, batch=5) == pytest.approx(mean, abs=1e-6)
+    cm_mean, cm_per_class = iou_from_confusion(confusion_matrix(truth, pred))
+    assert math.isnan(cm_per_class[4]) and cm_mean == pytest.approx(mean, abs=1e-12)
+
+
+def test_a_class_predicted_but_never_true_counts_as_zero() -> None:
+    truth = np.full((1, 2, 2), 1, np.uint8)
+    pred = np.array([[[1, 1], [1, 3]]], np.uint8)
+    mean, per_class = reference_iou(truth, pred)
+    assert per_class == {1: 0.75, 3: 0.0} and mean == pytest.approx(0.375)
+    assert streamed(MeanIoU(), truth, pred, batch=1) == pytest.approx(0.375)
+    assert iou_from_confusion(confusion_matrix(truth, pred))[0] == pytest.approx(0.375)
+
+
+def test_all_background_truth() -> None:
+    truth = np.zeros((2, 8, 8), np.uint8)
+    pred = np.random.default_rng(0).integers(0, NUM_CLASSES, truth.shape).astype(np.uint8)
+    mean, per_class = iou_from_confusion(confusion_matrix(truth, pred))
+    assert math.isnan(mean) and all(math.isnan(v) for v in per_class.values())
+    assert streamed(MeanIoU(), truth, pred, batch=1) == 0.0  # finite, so callbacks monitoring it never see NaN
+
+
+def test_perfect_prediction() -> None:
+    truth, _ = random_masks(3)
+    assert streamed(MeanIoU(), truth, truth, batch=4) == pytest.approx(1.0)
+    for k in range(1, NUM_CLASSES):
+        assert streamed(MeanIoU(class_id=k), truth, truth, batch=4) == pytest.approx(1.0)
+    mean, per_class = iou_from_confusion(confusion_matrix(truth, truth))
+    assert mean == 1.0 and set(per_class.values()) == {1.0}
+
+
+def test_reset_state_forgets_earlier_batches() -> None:
+    metric = MeanIoU()
+    truth, pred = random_masks(7)
+    streamed(metric, truth, np.zeros_like(pred), batch=5)
+    assert streamed(metric, truth, truth, batch=5) == pytest.approx(1.0)
+
+
+def test_metric_inside_compiled_evaluate_matches_numpy() -> None:
+    """The graph-mode path Keras uses during fit/evaluate, streamed over uneven batches."""
+    truth, pred = random_masks(11, n=13)
+    probs = one_hot_probs(pred, np.random.default_rng(0))
+    model = keras.Sequential([keras.Input(truth.shape[1:] + (NUM_CLASSES,)), keras.layers.Identity()])
+    model.compile(loss="sparse_categorical_crossentropy", metrics=segmentation_metrics())
+    results = model.evaluate(probs, truth, batch_size=4, verbose=0, return_dict=True)
+    mean, per_class = reference_iou(truth, pred)
+    assert results["miou"] == pytest.approx(mean, abs=1e-6)
+    names = {1: "iou_soil", 2: "iou_bedrock", 3: "iou_sand", 4: "iou_big_rock"}
+    for k, iou in per_class.items():
+        assert results[names[k]] == pytest.approx(iou, abs=1e-6)
+
+
+def test_config_round_trip() -> None:
+    metric = MeanIoU(class_id=2)
+    clone = MeanIoU.from_config(metric.get_config())
+    assert (clone.name, clone.class_id, clone.num_classes) == ("iou_bedrock", 2, NUM_CLASSES)
+    assert keras.saving.get_registered_object("ablate>MeanIoU") is MeanIoU
