@@ -101,7 +101,7 @@ def _bad_files() -> list[tuple[str, Callable[[Path], None], str]]:
     objects = np.empty(4, dtype=object)
     objects[:] = [good[i] for i in range(4)]
     return [
-        ("text file", lambda p: p.write_text("not numpy"), "not a valid .npz"),
+        ("text file", lambda p: p.write_text("not numpy"), "not a readable .npz archive"),
         ("truncated", truncated, "not a readable .npz archive or is truncated"),
         (
             "npy not npz",
@@ -269,7 +269,7 @@ def test_clean_npz_refuses_and_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="Refusing to overwrite the input"):
         clean_npz(src, tmp_path / "o.npz", src)
     (tmp_path / "bad.npz").write_text("junk")
-    with pytest.raises(DataError, match="not a valid .npz"):
+    with pytest.raises(DataError, match="not a readable .npz archive"):
         clean_npz(tmp_path / "bad.npz", tmp_path / "o.npz", tmp_path / "r.json")
     assert _files(tmp_path) == {"in.npz", "bad.npz"}
 

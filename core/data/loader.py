@@ -75,6 +75,10 @@ def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     src = Path(path)
     if not src.is_file():
         raise DataError(f"Data file '{src}' not found; expected an .npz with 'training_set'. Check the path.")
+    with src.open("rb") as fh:
+        magic = fh.read(6)
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        raise DataError(f"'{src}' is not a readable .npz archive or is truncated (no zip header); expected a file saved with np.savez.")
     try:
         loaded = np.load(src, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
