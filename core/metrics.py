@@ -42,7 +42,8 @@ class MeanIoU(keras.metrics.Metric):
         class_id: None for the mean over classes 1-4, or k to report class k's IoU.
     """
 
-    def __init__(self, class_id: int | None = None, num_classes: int = NUM_CLASSES, name: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, class_id: int | None = None, num_classes: int = NUM_CLASSES, name: str | None = None,
+                 **kwargs: Any) -> None:
         name = name or ("miou" if class_id is None else f"iou_{CLASS_NAMES[class_id]}")
         super().__init__(name=name, **kwargs)
         self.class_id = class_id

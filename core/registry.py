@@ -108,12 +108,14 @@ class Registry:
         target = self.get(name)
         where = where or self.kind
         params = _accepted_params(target)
+        defaults = _defaults(target)
         for key, value in kwargs.items():
             if key in reserved or (params is not None and key not in params):
                 allowed = ", ".join(sorted(p for p in (params or ()) if p not in reserved)) or "(none)"
                 raise SpecError(
                     f"Unknown key '{key}' in {where} (type '{name}'). Allowed keys: {allowed}."
                 )
+            _check_scalar(f"{where}.{key}", value, defaults.get(key, inspect.Parameter.empty))
             sub = self._nested[name].get(key)
             if sub is not None:
                 if isinstance(value, list):
@@ -148,6 +150,27 @@ def _qualname(obj: Any) -> str:
 
 
 _GENERIC_LAYER_KWARGS = {"name", "dtype", "trainable", "autocast", "input_shape", "input_dim", "activity_regularizer"}
+
+
+def _defaults(target: Callable[..., Any]) -> dict[str, Any]:
+    fn = target.__init__ if inspect.isclass(target) else target  # type: ignore[misc]
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values()}
+
+
+def _check_scalar(where: str, value: Any, default: Any) -> None:
+    """A value whose default is a number or a bool must be one too (``learning_rate=fast`` is caught here)."""
+    if value is None or default is None or default is inspect.Parameter.empty:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+        expected = "true or false"
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        expected = "a number"
+    else:
+        return
+    if not ok:
+        raise SpecError(f"Invalid value for '{where}': expected {expected} (default {default!r}), got {value!r}.")
 
 
 def _accepted_params(target: Callable[..., Any]) -> set[str] | None:

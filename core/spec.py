@@ -243,7 +243,7 @@ def validate(raw: Mapping[str, Any]) -> Spec:
 def _validate_blocks(spec: Spec) -> None:
     from core import registry as R
 
-    R.MODELS.validate(spec.model, where="model")
+    R.MODELS.validate(spec.model, where="model", reserved=("num_classes", "input_shape"))  # set by the task
     R.LOSSES.validate(spec.loss, where="loss")
     R.OPTIMIZERS.validate(spec.optimizer, where="optimizer")
     R.SCHEDULES.validate(spec.schedule, where="schedule")

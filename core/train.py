@@ -20,8 +20,8 @@ import keras
 import numpy as np
 
 from core.augment import Policy
-from core.data.loader import MarsData, load_npz, split_indices
 from core.data.default import default_data_path
+from core.data.loader import MarsData, load_npz, split_indices
 from core.errors import SpecError
 from core.metrics import segmentation_metrics
 from core.models import build_model
@@ -138,7 +138,8 @@ def fit(
     """Trains the spec's model; returns it restored to its best validation epoch."""
     split = split or load_data(spec)
     if len(split.x_train) == 0 or len(split.x_val) == 0:
-        raise SpecError("The data split left an empty training or validation set; use more data or change data.val_fraction.")
+        raise SpecError("The data split left an empty training or validation set; "
+                        "use more data or change data.val_fraction.")
     set_seed(spec.seed)
     bs = spec.train.batch_size
     steps = max(1, math.ceil(len(split.x_train) / bs))

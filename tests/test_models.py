@@ -35,9 +35,13 @@ def test_impossible_depth_is_a_spec_error_at_load_time(depth: int) -> None:
         load_spec({"model": {"type": "unet", "depth": depth}})
 
 
-@pytest.mark.parametrize("depth", ["3", 2.5, True])
-def test_non_integer_depth_is_a_spec_error(depth: Any) -> None:
-    with pytest.raises(SpecError, match=r"model\.depth must be an integer from 1 to 5"):
+@pytest.mark.parametrize(("depth", "message"), [
+    ("3", r"Invalid value for 'model\.depth': expected a number"),  # caught by the registry's type check
+    (True, r"Invalid value for 'model\.depth': expected a number"),
+    (2.5, r"model\.depth must be an integer from 1 to 5"),
+])
+def test_non_integer_depth_is_a_spec_error(depth: Any, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
         load_spec({"model": {"type": "unet", "depth": depth}})
 
 

@@ -135,8 +135,9 @@ def test_wrong_types_give_a_clear_spec_error(override: str, message: str) -> Non
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.depth=abc", r"model\.depth must be an integer"),
-        ("model.filters=abc", r"model: filters must be a positive integer, got 'abc'"),
+        ("model.depth=abc", r"Invalid value for 'model\.depth': expected a number \(default 3\), got 'abc'"),
+        ("model.filters=abc", r"Invalid value for 'model\.filters': expected a number \(default 16\), got 'abc'"),
+        ("model.filters=0", r"model: filters must be a positive integer, got 0"),
         ("model.width_mult=-1", r"model: width_mult must be a number > 0"),
         ("model.conv.filters=8", r"Unknown key 'filters' in .*\(type 'double'\)"),  # the builder supplies it
     ],
@@ -146,8 +147,6 @@ def test_wrong_block_arguments_give_a_spec_error(override: str, message: str) ->
         spec_of(override)
 
 
-@pytest.mark.xfail(strict=True, reason="optimizer and loss kwargs are checked by name only: a bad value "
-                   "fails later, inside the run; model.num_classes fails only when the model is built")
 @pytest.mark.parametrize("override", ["optimizer.learning_rate=fast", "model.num_classes=3"])
 def test_wrong_values_outside_the_model_give_a_spec_error(override: str) -> None:
     with pytest.raises(SpecError, match=override.split("=")[0].split(".")[-1]):
