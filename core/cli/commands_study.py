@@ -1,0 +1,95 @@
+"""``ablate study {run,report,show}`` and ``ablate dashboard``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    st = sub.add_parser("study", help="search the block space with Optuna (pruning, many workers), tracked in MLflow")
+    ssub = st.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+
+    p = ssub.add_parser("run", help="create or resume a study and run it until its trial budget is used")
+    p.add_argument("file", help="study YAML (e.g. studies/architecture.yaml)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the base spec (e.g. data.limit=500)")
+    p.add_argument("--trials", type=int, default=None, help="trial budget over all workers (overrides the file)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under mlruns/; "
+                                                   "postgresql://... for teams)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default 1: in this process; 0: create the study only)")
+    p.add_argument("--timeout", type=float, default=None, help="start no trial after this many seconds")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
+    p.add_argument("--report-dir", default=None, help="where to write the report (default: reports/NAME)")
+    p.set_defaults(func=cmd_run)
+
+    p = ssub.add_parser("report", help="rebuild a study's report (plots, trials.csv, summary) from its storage")
+    p.add_argument("name", help="study name (the file's name: key)")
+    p.add_argument("--storage", default=None)
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--out", default=None, help="output folder (default: reports/NAME)")
+    p.set_defaults(func=cmd_report)
+
+    p = ssub.add_parser("show", help="validate a study file and print its space, without running")
+    p.add_argument("file")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("dashboard", help="optuna-dashboard for the study storage, on 127.0.0.1")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under mlruns/)")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_dashboard)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from core import tracking
+    from core.errors import AblateError
+    from core.study.files import load_study_file
+    from core.study.orchestrate import run_study
+
+    if args.workers < 0:
+        raise AblateError(f"--workers must be >= 0 (0: create the study only), got {args.workers}.")
+    if args.trials is not None and args.trials < 1:
+        raise AblateError(f"--trials must be >= 1, got {args.trials}.")
+    if args.timeout is not None and args.timeout <= 0:
+        raise AblateError(f"--timeout must be > 0 seconds, got {args.timeout}.")
+    plan = load_study_file(args.file, args.overrides, trials=args.trials)
+    tracking.setup(args.tracking_uri)
+    run_study(plan, args.storage, args.workers, args.timeout, args.tracking_uri, args.report_dir)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from core import tracking
+    from core.study.orchestrate import report_study
+
+    tracking.setup(args.tracking_uri)
+    out, summary = report_study(args.name, args.storage, args.out)
+    print(summary)
+    print(f"wrote {out}/ (summary.md, trials.csv, importances.csv and plots; also logged to the parent run)")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from core.study.files import check_space, load_study_file
+
+    plan = load_study_file(args.file, args.overrides)
+    objectives = ", ".join(f"{o.metric} ({o.direction})" for o in plan.objectives)
+    print(f"{plan.name}: {plan.n_trials} trials of {plan.base['train']['epochs']} epochs; objectives {objectives}; "
+          f"sampler {plan.sampler}; pruner {plan.pruner}")
+    for key, param in plan.params.items():
+        when = f"  when {param.when}" if param.when else ""
+        values = param.labels() if param.type == "categorical" else " .. ".join(map(str, param.labels()))
+        print(f"  {key:<40} {param.type:<11} {values}{' (log)' if param.log else ''}{when}")
+    print(f"{check_space(plan)} specs checked: every choice is valid where it is active")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from optuna_dashboard import run_server
+
+    from core.storage import redact, resolve_storage_url
+
+    url = resolve_storage_url(args.storage)
+    print(f"optuna-dashboard on http://127.0.0.1:{args.port}/ for {redact(url)} (Ctrl-C to stop)")
+    run_server(url, host="127.0.0.1", port=args.port)
+    return 0

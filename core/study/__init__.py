@@ -1,0 +1,6 @@
+"""Optuna studies over the block space: study files, a resumable multi-worker runner, a report."""
+
+from core.study.files import load_study_file
+from core.study.space import Objective, Param, StudyDef
+
+__all__ = ["Objective", "Param", "StudyDef", "load_study_file"]

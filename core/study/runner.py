@@ -1,0 +1,355 @@
+"""One study in Optuna storage and MLflow: create or resume it, run its trials, keep both in step.
+
+The Optuna study is the shared state: its user attributes hold the resolved study (so workers
+anywhere need no file), the MLflow parent run id and an optional deadline. Each trial is one
+child run of the parent (tags ``ablate.kind=trial``, ``study``, ``trial_number``); the trial's
+user attribute ``mlflow_run_id`` points back. A pruned trial's run ends KILLED, a failed one
+FAILED; ``reconcile`` ends the runs of workers that died.
+
+The trial budget is counted over all workers: finished trials (complete, pruned, failed and not
+retried), running ones and queued retries. A trial that a worker starts when another worker has
+just taken the last slot is *surplus*: it is marked ``ablate.surplus`` and pruned at once,
+without an MLflow run, and no count or report includes it. Optuna cannot un-create a trial, so
+this is what keeps N workers at exactly the requested number of trials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.trial import FrozenTrial, TrialState
+
+from core import tracking
+from core.errors import AblateError
+from core.study.space import StudyDef
+
+KIND = "study"
+PAYLOAD = "ablate.study"  # study user attr: StudyDef.payload()
+HASH = "ablate.definition_hash"
+PARENT = "mlflow_parent_run_id"
+TRACKING_URI = "mlflow_tracking_uri"
+DEADLINE = "ablate.deadline"  # unix time after which no trial starts (--timeout)
+SURPLUS = "ablate.surplus"
+RUN_ID = "mlflow_run_id"
+
+
+# --- create or resume ----------------------------------------------------------------------
+
+def prepare(plan: StudyDef, storage: optuna.storages.BaseStorage, timeout: float | None = None,
+            tracking_uri: str | None = None) -> optuna.Study:
+    """Creates or resumes the study and its MLflow parent run (call ``tracking.setup`` first).
+
+    A study of the same name but another base spec, space or objectives is an error: its trials
+    would not be comparable. The trial budget, sampler and pruner may change between runs.
+    """
+    study = optuna.create_study(study_name=plan.name, storage=storage, directions=plan.directions,
+                                sampler=plan.make_sampler(), pruner=plan.make_pruner(), load_if_exists=True)
+    old = study.user_attrs.get(HASH)
+    if old is not None and old != plan.definition_hash():
+        raise AblateError(f"Study '{plan.name}' already exists in this storage with another base spec, space or "
+                          f"objectives; give the study a new name (or delete the old one with "
+                          f"`optuna delete-study --study-name {plan.name} --storage URL`).")
+    if study.user_attrs.get("ablate.kind", KIND) != KIND:
+        raise AblateError(f"'{plan.name}' in this storage is not a study (it is a {study.user_attrs['ablate.kind']}).")
+    if [d.name.lower() for d in study.directions] != plan.directions:
+        raise AblateError(f"Study '{plan.name}' exists with directions {study.directions}, not {plan.directions}.")
+    study.set_user_attr("ablate.kind", KIND)
+    study.set_user_attr(PAYLOAD, plan.payload())
+    study.set_user_attr(HASH, plan.definition_hash())
+    study.set_user_attr(DEADLINE, time.time() + timeout if timeout else None)
+    study.set_user_attr(TRACKING_URI, tracking.resolve_tracking_uri(tracking_uri))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.set_metric_names(plan.metric_names)
+    ensure_parent(study, plan)
+    reconcile(study)
+    return study
+
+
+def ensure_parent(study: optuna.Study, plan: StudyDef) -> str:
+    """The study's MLflow parent run (created once, set RUNNING again on resume)."""
+    client = MlflowClient()
+    exp_id = tracking.ensure_experiment(plan.name)
+    parent = study.user_attrs.get(PARENT)
+    if parent:
+        try:
+            if client.get_run(parent).info.experiment_id == exp_id:
+                client.update_run(parent, status="RUNNING")
+                _log_definition(client, parent, plan)
+                return str(parent)
+        except mlflow.exceptions.MlflowException:
+            pass  # a new tracking store: start a new parent
+    run = client.create_run(exp_id, run_name=plan.name, tags={
+        "ablate.kind": KIND, "study": plan.name, "optuna_study": study.study_name,
+        "objectives": ",".join(f"{o.metric}:{o.direction}" for o in plan.objectives), **tracking.git_info()})
+    params = {"sampler": plan.sampler["type"], "pruner": plan.pruner["type"], "space": ",".join(plan.params),
+              "objectives": ",".join(plan.metric_names), "epochs": plan.base["train"]["epochs"],
+              "data_limit": plan.base["data"]["limit"]}
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, str(value)[:500])
+    study.set_user_attr(PARENT, run.info.run_id)
+    _log_definition(client, run.info.run_id, plan)
+    return run.info.run_id
+
+
+def _log_definition(client: MlflowClient, run_id: str, plan: StudyDef) -> None:
+    client.log_text(run_id, json.dumps(plan.payload(), indent=2, sort_keys=True), "study.json")
+    client.set_tag(run_id, "n_trials", str(plan.n_trials))
+
+
+def plan_of(study: optuna.Study) -> StudyDef:
+    payload = study.user_attrs.get(PAYLOAD)
+    if not payload:
+        raise AblateError(f"Optuna study '{study.study_name}' was not created by `ablate study run`.")
+    return StudyDef.from_payload(payload)
+
+
+# --- the trial budget ----------------------------------------------------------------------
+
+@dataclass
+class Counts:
+    """Where a study stands: trials by state (surplus and retried failures left out)."""
+
+    total: int
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+    best: str = "-"
+
+    @property
+    def done(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+    @property
+    def claimed(self) -> int:
+        """Trials that use the budget: finished, running or queued."""
+        return self.done + self.running + self.waiting
+
+
+def budget_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that count towards the budget: no surplus, no failed trial that was retried."""
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return [t for t in trials if not t.user_attrs.get(SURPLUS)
+            and not (t.state == TrialState.FAIL and t.number in retried)]
+
+
+def counts(study: optuna.Study, plan: StudyDef | None = None) -> Counts:
+    plan = plan or plan_of(study)
+    c = Counts(plan.n_trials)
+    for t in budget_trials(study.get_trials(deepcopy=False)):
+        if t.state == TrialState.COMPLETE:
+            c.complete += 1
+        elif t.state == TrialState.PRUNED:
+            c.pruned += 1
+        elif t.state == TrialState.FAIL:
+            c.failed += 1
+        elif t.state == TrialState.RUNNING:
+            c.running += 1
+        elif t.state == TrialState.WAITING:
+            c.waiting += 1
+    c.best = best_text(study, plan)
+    return c
+
+
+def best_text(study: optuna.Study, plan: StudyDef) -> str:
+    if len(plan.objectives) > 1:
+        n = len(study.best_trials) if _has_complete(study) else 0
+        return f"{n} on the Pareto front"
+    if not _has_complete(study):
+        return "-"
+    return f"{plan.metric_names[0]} {study.best_value:.4f} (#{study.best_trial.number})"
+
+
+def _has_complete(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def has_budget(study: optuna.Study) -> bool:
+    """Whether a worker should start another trial (``core.worker`` asks before each one).
+
+    True while queued retries exist or fewer trials than the budget are claimed; False past the
+    ``--timeout`` deadline. Once nothing is left to run or running, it ends the parent run.
+    (While other workers' trials run, ``core.worker`` waits and asks again: should one of them
+    be lost, its retry is queued and taken.)
+    """
+    plan = plan_of(study)
+    c = counts(study, plan)
+    deadline = study.user_attrs.get(DEADLINE)
+    if deadline is None or time.time() <= float(deadline):
+        if c.waiting or c.claimed < c.total:
+            return True
+    if not c.running and not c.waiting:
+        finish_parent(study, plan)
+    return False
+
+
+def _over_budget(number: int, trials: list[FrozenTrial], n_trials: int) -> bool:
+    """Whether trials numbered before ``number`` claimed the whole budget (a race between workers)."""
+    return len([t for t in budget_trials(trials) if t.number < number]) >= n_trials
+
+
+def finish_parent(study: optuna.Study, plan: StudyDef | None = None, status: str = "FINISHED") -> None:
+    """Ends the parent run with the study's counts and best value(s) as metrics."""
+    plan = plan or plan_of(study)
+    parent = study.user_attrs.get(PARENT)
+    if not parent:
+        return
+    client = MlflowClient()
+    try:
+        if client.get_run(parent).info.status != "RUNNING":
+            return
+    except mlflow.exceptions.MlflowException:
+        return
+    c = counts(study, plan)
+    metrics = {"trials_complete": c.complete, "trials_pruned": c.pruned, "trials_failed": c.failed}
+    if len(plan.objectives) == 1 and _has_complete(study):
+        metrics[f"best_{plan.metric_names[0]}"] = float(study.best_value)
+        client.set_tag(parent, "best_trial", str(study.best_trial.number))
+    for key, value in metrics.items():
+        client.log_metric(parent, key, float(value))
+    client.set_terminated(parent, status)
+
+
+# --- the objective -------------------------------------------------------------------------
+
+class PruningCallback(keras.callbacks.Callback):
+    """Reports a validation metric to the trial after every epoch; stops training when pruned.
+
+    Steps are epochs completed (1, 2, ...). A pruned trial stops at the end of that epoch and
+    its run is completed as usual (best-epoch figures, masks, confusion matrix: the record of a
+    pruned trial is kept); ``StudyObjective`` then ends the run KILLED and raises
+    ``optuna.TrialPruned``.
+
+    Example:
+        >>> model.fit(train, validation_data=val, callbacks=[PruningCallback(trial, "val_miou")])
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str = "val_miou") -> None:
+        super().__init__()
+        self.trial = trial
+        self.metric = metric
+        self.epochs = 0
+        self.pruned: str | None = None  # why, once pruned
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epochs = epoch + 1
+        value = (logs or {}).get(self.metric)
+        if value is None or not math.isfinite(float(value)):
+            return
+        self.trial.report(float(value), step=self.epochs)
+        last = self.epochs >= int((self.params or {}).get("epochs") or 0) > 0  # nothing left to save
+        if not last and self.trial.should_prune():
+            self.pruned = f"pruned after epoch {self.epochs}: {self.metric} {float(value):.4f}"
+            self.model.stop_training = True
+
+
+class StudyObjective:
+    """The Optuna objective of a study: trial -> spec overrides -> tracked run -> objective value(s).
+
+    It also installs the study's own sampler and pruner on ``study`` (a loaded study has Optuna's
+    defaults). Workers started by ``ablate study run --workers N`` get seed offsets 0..N-1
+    (``ABLATE_WORKER_INDEX``); a worker started by hand without it gets its process id, so that
+    parallel workers do not repeat each other's random start-up trials.
+    """
+
+    def __init__(self, study: optuna.Study, verbose: int = 0, seed_offset: int | None = None) -> None:
+        self.plan = plan_of(study)
+        self.parent = str(study.user_attrs.get(PARENT))
+        self.verbose = verbose
+        _check_tracking(study, self.parent)
+        if seed_offset is None:
+            index = os.environ.get("ABLATE_WORKER_INDEX")
+            seed_offset = int(index) if index is not None else os.getpid()
+        study.sampler = self.plan.make_sampler(seed_offset)
+        study.pruner = self.plan.make_pruner()
+        self._splits: dict[str, Any] = {}
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        from core.runner import run_spec
+
+        trials = trial.study.get_trials(deepcopy=False)
+        if _over_budget(trial.number, trials, self.plan.n_trials):
+            trial.set_user_attr(SURPLUS, True)
+            raise optuna.TrialPruned("surplus: another worker took the last trial of the budget")
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        spec, labels = self.plan.spec_for(trial)
+        trial.set_user_attr("spec_hash", spec.spec_hash)
+        tags = {"ablate.kind": "trial", "study": self.plan.name, "optuna_study": trial.study.study_name,
+                "trial_number": str(trial.number), "optuna_trial": str(trial.number),
+                "trial_params": json.dumps(labels, sort_keys=True)[:5000]}
+        retried = next(t for t in trials if t.number == trial.number).system_attrs.get("failed_trial")
+        if retried is not None:
+            tags["retry_of"] = str(retried)
+        reporter = PruningCallback(trial, self.plan.report_metric) if self.plan.report_metric else None
+        outcome = run_spec(spec, experiment=self.plan.name, parent_run_id=self.parent, tags=tags,
+                           callbacks=[reporter] if reporter else [], split=self._split(spec),
+                           run_name=f"{self.plan.name} #{trial.number}", verbose=self.verbose,
+                           on_start=lambda run_id: trial.set_user_attr(RUN_ID, run_id))
+        trial.set_user_attr("epochs", outcome.result.epochs_run)
+        if reporter is not None and reporter.pruned:
+            client = MlflowClient()
+            client.set_tag(outcome.run_id, "pruned", reporter.pruned)
+            client.set_terminated(outcome.run_id, "KILLED")
+            raise optuna.TrialPruned(reporter.pruned)
+        values = self.plan.values(outcome.summary)
+        if not all(np.isfinite(values)):
+            raise AblateError(f"trial {trial.number}: non-finite objective value(s) {values}")
+        return values[0] if len(values) == 1 else values
+
+    def _split(self, spec: Any) -> Any:
+        """The data split, loaded once per worker for each data section and seed."""
+        from core.train import load_data
+
+        key = json.dumps([spec.data.model_dump(), spec.seed], sort_keys=True)
+        if key not in self._splits:
+            self._splits = {key: load_data(spec)}
+        return self._splits[key]
+
+
+def _check_tracking(study: optuna.Study, parent: str) -> None:
+    try:
+        MlflowClient().get_run(parent)
+    except mlflow.exceptions.MlflowException:
+        raise AblateError(
+            f"The MLflow parent run {parent} of study '{study.study_name}' is not in the tracking store "
+            f"{mlflow.get_tracking_uri()}; pass --tracking-uri {study.user_attrs.get(TRACKING_URI)} "
+            f"(the store the study was created with)."
+        ) from None
+
+
+def objective_for_study(study: optuna.Study, verbose: int = 0) -> StudyObjective:
+    """What ``ablate worker`` runs for a study; resolves runs that dead workers left RUNNING first."""
+    objective = StudyObjective(study, verbose)
+    reconcile(study)
+    return objective
+
+
+# --- keeping MLflow in step with the study ------------------------------------------------
+
+def reconcile(study: optuna.Study) -> int:
+    """Ends the MLflow runs that are RUNNING although their trial is not; returns how many.
+
+    A worker killed mid-trial leaves its trial and its run RUNNING. Stale trials are failed here
+    first (the storage queues their retry); then every child run whose trial has ended is ended
+    to match (``core.doctor``: FINISHED for a complete trial, KILLED otherwise). Safe to call
+    from any process at any time; ``ablate worker`` also calls it after every trial.
+    """
+    from core.doctor import fail_stale
+    from core.doctor import reconcile as end_orphan_runs
+
+    fail_stale(study)
+    return end_orphan_runs(study)
