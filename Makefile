@@ -35,3 +35,8 @@ lint: $(STAMP)
 
 ui: $(STAMP)
 	$(BIN)/ablate ui
+
+# The team topology without Docker: local PostgreSQL, an MLflow server on it, 2 `ablate worker`s
+# on a small ablation, then an audit of every trial and run. KEEP=1 leaves the UIs up until Ctrl-C.
+team-demo: $(STAMP)
+	$(BIN)/python deploy/team_demo.py --workers 2 $(if $(KEEP),--keep,)

@@ -17,10 +17,10 @@ warnings.filterwarnings("ignore", message=".*experimental feature.*")
 # predictions after a reload), so Keras's "no build() method" notice on loading is noise.
 warnings.filterwarnings("ignore", message=r".*does not have a `build\(\)` method implemented.*")
 
+import tensorflow as _tf  # noqa: E402
+
 from core import augment, blocks, losses, metrics, models, optim  # noqa: E402  (registration)
 from core.registry import ALL_REGISTRIES  # noqa: E402
-
-import tensorflow as _tf  # noqa: E402
 
 _tf.get_logger().setLevel("ERROR")  # retracing and v1-profiler notices are not the user's business
 

@@ -10,9 +10,10 @@ import os
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from core.errors import AblateError
+from core.resilience import ReconnectingRDBStorage
 
 # A trial whose worker has not beaten for GRACE seconds is failed and retried. Short enough to
 # recover quickly, long enough that a busy CPU step never misses a beat.
@@ -27,7 +28,11 @@ def default_storage_url() -> str:
 
 
 def resolve_storage_url(url: str | None) -> str:
-    return url or os.environ.get("ABLATE_STORAGE") or default_storage_url()
+    """``url`` > ``$ABLATE_STORAGE`` > SQLite under mlruns/. ``postgresql://`` means psycopg2 (installed)."""
+    url = url or os.environ.get("ABLATE_STORAGE") or default_storage_url()
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg2://" + url.split("://", 1)[1]  # SQLAlchemy 2.1 would pick psycopg 3
+    return url
 
 
 def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
@@ -39,7 +44,7 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
 
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
     try:
-        return RDBStorage(
+        return ReconnectingRDBStorage(  # waits out a database restart instead of failing the trial
             url,
             engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
             heartbeat_interval=HEARTBEAT_S,
@@ -55,6 +60,8 @@ def redact(url: str) -> str:
     if "://" in url and "@" in url:
         scheme, rest = url.split("://", 1)
         creds, host = rest.rsplit("@", 1)
+        if ":" not in creds:
+            return url  # a user name without a password
         user = creds.split(":", 1)[0]
         return f"{scheme}://{user}:***@{host}"
     return url

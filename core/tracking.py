@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import traceback
 import urllib.error
@@ -25,6 +26,7 @@ import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
+from core import resilience
 from core.errors import AblateError
 from core.metrics import CLASS_COLOURS, CLASS_NAMES
 from core.spec import Spec
@@ -45,7 +47,7 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 
 def ui_base(uri: str) -> str:
     """The web address where a user sees runs of ``uri`` (the `ablate ui` default for local stores)."""
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return resilience.redact_text(uri.rstrip("/")) if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
 
 
 def run_link(uri: str, run_id: str) -> str:
@@ -73,28 +75,42 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError):
         pass
     raise AblateError(
-        f"MLflow tracking server {uri} is not reachable; start it (e.g. `ablate ui` or docker compose up mlflow) "
+        f"MLflow tracking server {resilience.redact_text(uri)} is not reachable; start it "
+        f"(e.g. `ablate ui` or docker compose up mlflow) "
         f"or pass --offline-ok to log to the local store."
     )
 
 
-def setup(uri: str | None = None) -> str:
-    """Points MLflow at the resolved tracking URI and returns it."""
+def setup(uri: str | None = None, offline_ok: bool = False) -> str:
+    """Points MLflow at the resolved tracking URI and returns it.
+
+    An unreachable server is an error before any training, or with ``offline_ok`` a switch
+    to the local store (said on stderr).
+    """
     uri = resolve_tracking_uri(uri)
-    check_reachable(uri)
+    try:
+        check_reachable(uri)
+    except AblateError:
+        if not offline_ok:
+            raise
+        local = default_tracking_uri()
+        print(f"ablate: tracking server {resilience.redact_text(uri)} is not reachable; logging to the local "
+              f"store {local} instead (--offline-ok); see the runs with `ablate ui`.", file=sys.stderr, flush=True)
+        uri = local
     mlflow.set_tracking_uri(uri)
     return uri
 
 
 def ensure_experiment(name: str) -> str:
-    """The id of experiment ``name``, created if needed (artifacts under mlruns/ locally)."""
+    """The id of experiment ``name``, created if needed (a SQLite store keeps artifacts beside its file)."""
     client = MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     location = None
-    if mlflow.get_tracking_uri().startswith("sqlite:"):
-        location = (LOCAL_STORE / "artifacts").resolve().as_uri()
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):  # artifacts next to the database, as mlruns/mlflow.db + mlruns/artifacts
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:
@@ -146,33 +162,64 @@ def tracked_run(
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """Starts a run, logs the spec, and always ends it: FINISHED, FAILED or KILLED."""
+    """Starts a run, logs the spec, and always ends it: FINISHED, FAILED or KILLED.
+
+    What is logged inside goes through the run's background delivery queue
+    (``core.resilience.Delivery``): if the tracking server goes away, training goes on and the
+    queue delivers everything in order once it is back. The run ends only after that.
+    """
+    owner = {"ablate.host": platform.node(), "ablate.pid": str(os.getpid())}  # lets `ablate doctor` spot a dead owner
+    run = resilience.retry(lambda: _start_run(experiment, run_name or spec.name, parent_run_id,
+                                              {**(tags or {}), **owner}), "start the MLflow run")
+    delivery = resilience.Delivery(run.info.run_id)
+    with resilience.delivering(delivery):
+        try:
+            delivery.log_params(spec.flat())
+            delivery.log_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True), "spec.json")
+            yield run
+        except KeyboardInterrupt:
+            _end(run, delivery, "KILLED", "interrupted by the user (Ctrl-C)")
+            raise
+        except BaseException as e:
+            _end(run, delivery, "FAILED", f"{type(e).__name__}: {e}", traceback.format_exc())
+            raise
+        else:
+            _end(run, delivery, "FINISHED")
+
+
+def _start_run(experiment: str, run_name: str, parent_run_id: str | None, tags: dict[str, str]) -> mlflow.ActiveRun:
     exp_id = ensure_experiment(experiment)
-    run = mlflow.start_run(experiment_id=exp_id, run_name=run_name or spec.name, parent_run_id=parent_run_id,
-                           nested=parent_run_id is not None, tags=tags or {})
+    return mlflow.start_run(experiment_id=exp_id, run_name=run_name, parent_run_id=parent_run_id,
+                            nested=parent_run_id is not None, tags=tags)
+
+
+def _end(run: mlflow.ActiveRun, delivery: resilience.Delivery, status: str, message: str = "",
+         tb: str | None = None) -> None:
+    """Delivers the backlog, then sets the final status (a second Ctrl-C skips the wait)."""
+    run_id, interrupted = run.info.run_id, False
+    if message:
+        delivery.set_tags({"error": resilience.redact_text(message)[:500]})
+    if tb:
+        delivery.log_text(resilience.redact_text(tb), "error.txt")
     try:
-        mlflow.log_params(spec.flat())
-        mlflow.log_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True), "spec.json")
-        yield run
+        delivery.close(resilience.DELIVERY_TIMEOUT_S if status == "FINISHED" else resilience.INTERRUPT_FLUSH_S)
+    except resilience.DeliveryError:
+        with contextlib.suppress(Exception):
+            mlflow.end_run(status)  # off the active-run stack; the server is still away
+        if status == "FINISHED":
+            raise
+        print(f"ablate: {delivery.pending} item(s) of run {run_id} were not delivered", file=sys.stderr)
+        return
     except KeyboardInterrupt:
-        _end_with_error(run, "KILLED", "interrupted by the user (Ctrl-C)")
-        raise
-    except BaseException as e:
-        _end_with_error(run, "FAILED", f"{type(e).__name__}: {e}", traceback.format_exc())
-        raise
-    else:
-        mlflow.end_run("FINISHED")
-
-
-def _end_with_error(run: mlflow.ActiveRun, status: str, message: str, tb: str | None = None) -> None:
-    with contextlib.suppress(Exception):
-        mlflow.set_tag("error", message[:500])
-        if tb:
-            mlflow.log_text(tb, "error.txt")
-    with contextlib.suppress(Exception):
-        mlflow.end_run(status)
-    if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run.info.run_id:
-        MlflowClient().set_terminated(run.info.run_id, status)
+        status, interrupted = "KILLED", True
+    try:
+        mlflow.end_run(status)  # takes the run off the active-run stack first, then sets the status
+    except Exception:  # noqa: BLE001 - the server went away again: keep trying to set the status
+        with contextlib.suppress(Exception):
+            resilience.retry(lambda: MlflowClient().set_terminated(run_id, status), "end the MLflow run",
+                             resilience.RECONNECT_S if status == "FINISHED" else resilience.INTERRUPT_FLUSH_S)
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 # --- figures ---------------------------------------------------------------------------
@@ -190,7 +237,7 @@ def mask_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, title: st
 
     rows = []
     gap = np.full((images.shape[1], 4, 3), 255, np.uint8)
-    for img, t, p in zip(images, truth, pred):
+    for img, t, p in zip(images, truth, pred, strict=True):
         grey = np.repeat((np.clip(img[..., 0], 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
         rows.append(np.concatenate([grey, gap, colourize(t), gap, colourize(p)], axis=1))
         rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
@@ -198,7 +245,7 @@ def mask_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, title: st
     legend = Image.new("RGB", (grid.shape[1], 36 if title else 20), "white")
     draw = ImageDraw.Draw(legend)
     x = 4
-    for name, colour in zip(CLASS_NAMES, CLASS_COLOURS):
+    for name, colour in zip(CLASS_NAMES, CLASS_COLOURS, strict=True):
         draw.rectangle([x, 5, x + 10, 15], fill=colour, outline="black")
         draw.text((x + 13, 4), name, fill="black")
         x += 14 + int(draw.textlength(name)) + 10
@@ -244,14 +291,37 @@ class MlflowLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         metrics = {k: float(v) for k, v in (logs or {}).items() if np.isfinite(_as_float(v))}
-        mlflow.log_metrics(metrics, step=epoch)
+        log_metrics(metrics, step=epoch)
         if self.mask_every and (epoch + 1) % self.mask_every == 0:
             self.log_masks(epoch)
 
     def log_masks(self, step: int) -> np.ndarray:
         pred = np.argmax(self.model.predict(self.images, verbose=0), axis=-1).astype(np.uint8)
-        mlflow.log_image(mask_grid(self.images, self.masks, pred, f"epoch {step + 1}"), key="masks", step=step)
+        grid = mask_grid(self.images, self.masks, pred, f"epoch {step + 1}")
+        delivery = resilience.current()
+        if delivery is not None:
+            delivery.log_image(grid, key="masks", step=step)
+        else:
+            mlflow.log_image(grid, key="masks", step=step)
         return pred
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Logs metrics to the active run through its delivery queue (directly outside a tracked run)."""
+    delivery = resilience.current()
+    if delivery is not None:
+        delivery.log_metrics(metrics, step=step)
+    else:
+        mlflow.log_metrics(metrics, step=step)
+
+
+def log_artifact(local_path: str | Path, artifact_path: str | None = None) -> None:
+    """Logs a file to the active run through its delivery queue (the file may be deleted after)."""
+    delivery = resilience.current()
+    if delivery is not None:
+        delivery.log_artifact(local_path, artifact_path)
+    else:
+        mlflow.log_artifact(str(local_path), artifact_path)
 
 
 SAMPLE_ARTIFACT = "predictions/sample.npz"
@@ -263,7 +333,7 @@ def log_sample_predictions(images: np.ndarray, truth: np.ndarray, pred: np.ndarr
         path = Path(tmp) / Path(SAMPLE_ARTIFACT).name
         img = (np.clip(images[..., 0], 0, 1) * 255).round().astype(np.uint8)
         np.savez_compressed(path, images=img, truth=truth.astype(np.uint8), pred=pred.astype(np.uint8))
-        mlflow.log_artifact(str(path), str(Path(SAMPLE_ARTIFACT).parent))
+        log_artifact(path, str(Path(SAMPLE_ARTIFACT).parent))
 
 
 def _as_float(v: Any) -> float:
@@ -277,11 +347,15 @@ def log_keras_model(model: keras.Model, artifact_path: str = "model") -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
         model.save(path)
-        mlflow.log_artifact(str(path), artifact_path)
+        log_artifact(path, artifact_path)
 
 
 def log_figure(fig: Any, name: str) -> None:
     import matplotlib.pyplot as plt
 
-    mlflow.log_figure(fig, name)
+    delivery = resilience.current()
+    if delivery is not None:
+        delivery.log_figure(fig, name)
+    else:
+        mlflow.log_figure(fig, name)
     plt.close(fig)

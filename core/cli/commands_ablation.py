@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under mlruns/)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1, in this process)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
+    p.add_argument("--offline-ok", action="store_true", help="if the tracking server is unreachable, log locally")
     p.add_argument("--report-dir", default=None, help="where to write the report (default: reports/NAME)")
     p.set_defaults(func=cmd_run)
 
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under mlruns/)")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--max-trials", type=int, default=None)
+    p.add_argument("--offline-ok", action="store_true", help="if the tracking server is unreachable, log locally")
     p.add_argument("--quiet", action="store_true", help="no Keras progress output")
     p.set_defaults(func=cmd_worker)
 
@@ -59,8 +61,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _validate_workers(args.workers)
     ab = load_ablation(args.file, seeds=args.seeds, overrides=args.overrides)
-    tracking.setup(args.tracking_uri)
-    run_ablation(ab, args.storage, args.workers, args.report_dir, args.tracking_uri)
+    uri = tracking.setup(args.tracking_uri, offline_ok=args.offline_ok)
+    run_ablation(ab, args.storage, args.workers, args.report_dir, uri)  # workers log where this process does
     return 0
 
 
@@ -71,7 +73,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     tracking.setup(args.tracking_uri)
     out, table = build_report(args.ref, args.out)
     print(terminal_table(table))
-    print(f"wrote {out}/report.md, report.csv, deltas.png, per_class.png, masks.png (and logged them to the parent run)")
+    print(f"wrote {out}/report.md, report.csv, deltas.png, per_class.png, masks.png "
+          "(and logged them to the parent run)")
     return 0
 
 
@@ -103,7 +106,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from core import tracking
     from core.worker import work
 
-    tracking.setup(args.tracking_uri)
+    tracking.setup(args.tracking_uri, offline_ok=args.offline_ok)
     ran = work(args.study, args.storage, max_trials=args.max_trials, verbose=0 if args.quiet else 2)
     print(f"worker: ran {ran} trial(s); no queued work left")
     return 0

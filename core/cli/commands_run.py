@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", help="spec YAML file (e.g. ablations/presets/unet-baseline.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted overrides key=value (e.g. train.epochs=3)")
     p.add_argument("--experiment", default="ablate-runs", help="MLflow experiment name (default: %(default)s)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or mlruns/mlflow.db)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or mlruns/mlflow.db)")
+    p.add_argument("--offline-ok", action="store_true", help="if the tracking server is unreachable, log locally")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("spec", help="print the resolved, validated spec as JSON")
@@ -33,16 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from core import tracking
+    from core.resilience import redact_text
     from core.runner import run_spec
     from core.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
-    uri = tracking.setup(args.tracking_uri)
+    uri = tracking.setup(args.tracking_uri, offline_ok=args.offline_ok)
     outcome = run_spec(spec, experiment=args.experiment)
     s = outcome.summary
     print(f"run {outcome.run_id} FINISHED: best val mIoU {s['best_val_miou']:.4f} at epoch {int(s['best_epoch'])}, "
           f"{int(s['params'])} params, {s['train_time_s']:.1f} s")
-    print(f"tracking: {uri}")
+    print(f"tracking: {redact_text(uri)}")
     print(tracking.run_link(uri, outcome.run_id))
     return 0
 

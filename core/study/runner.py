@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from core import tracking
 from core.errors import AblateError
+from core.reconcile import reconcile
 from core.study.space import StudyDef
 
 KIND = "study"
@@ -336,20 +337,3 @@ def objective_for_study(study: optuna.Study, verbose: int = 0) -> StudyObjective
     objective = StudyObjective(study, verbose)
     reconcile(study)
     return objective
-
-
-# --- keeping MLflow in step with the study ------------------------------------------------
-
-def reconcile(study: optuna.Study) -> int:
-    """Ends the MLflow runs that are RUNNING although their trial is not; returns how many.
-
-    A worker killed mid-trial leaves its trial and its run RUNNING. Stale trials are failed here
-    first (the storage queues their retry); then every child run whose trial has ended is ended
-    to match (``core.doctor``: FINISHED for a complete trial, KILLED otherwise). Safe to call
-    from any process at any time; ``ablate worker`` also calls it after every trial.
-    """
-    from core.doctor import fail_stale
-    from core.doctor import reconcile as end_orphan_runs
-
-    fail_stale(study)
-    return end_orphan_runs(study)
