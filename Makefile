@@ -27,8 +27,12 @@ demo: $(STAMP) $(DEMO_DATA)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Ratios measured in one run on this machine; results in benchmarks/results/*.json.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/input_pipeline.py
+	$(BIN)/python benchmarks/pruning.py
+	$(BIN)/python benchmarks/workers.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check core tests benchmarks
