@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import PRESET, assert_one_error_line, run_cli
+from helpers import PRESET, ROOT, assert_one_error_line, run_cli
 
 import core.data.io
 from core.cli.main import main
@@ -186,3 +186,14 @@ def test_a_failed_write_keeps_the_previous_file(capsys: pytest.CaptureFixture[st
     assert cli(capsys, "data", "synth", "--out", str(out_path), "--n", "6", "--n-test", "0")[0] != 0
     assert out_path.read_bytes() == before
     assert files_in(tmp_path) == ["s.npz"]
+
+
+def test_overrides_may_follow_options(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(ROOT / "ablations/skip_connections.yaml")
+    assert main(["ablation", "show", path, "model.depth=2", "--seeds", "1"]) == 0
+    before = capsys.readouterr().out
+    assert main(["ablation", "show", path, "--seeds", "1", "model.depth=2"]) == 0
+    after = capsys.readouterr().out
+    assert main(["ablation", "show", path, "--seeds", "1"]) == 0
+    plain = capsys.readouterr().out
+    assert before == after != plain
