@@ -10,6 +10,12 @@ import numpy as np
 from keras import ops
 
 
+# Keras's default 0.99 leaves the moving statistics ~10% at their initial values after 240
+# steps: short ablation runs (a few hundred steps) then score far worse in inference mode
+# than in training mode (measured: val mIoU 0.20 vs 0.47). 0.9 settles within ~50 steps.
+BN_MOMENTUM = 0.9
+
+
 def conv_bn_relu(
     filters: int,
     kernel_size: int = 3,
@@ -28,7 +34,7 @@ def conv_bn_relu(
             kernel_regularizer=kernel_regularizer,
             kernel_initializer="he_normal",
         ),
-        keras.layers.BatchNormalization(),
+        keras.layers.BatchNormalization(momentum=BN_MOMENTUM),
     ]
     return layers + [keras.layers.ReLU()] if relu else layers
 
