@@ -35,6 +35,18 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
+def require_postgres() -> None:
+    """Skips (with the reason) when the local PostgreSQL is unreachable; under CI=true that fails."""
+    sys.path.insert(0, str(ROOT))
+    from deploy import team_demo as td  # the native topology's own check
+
+    reason = td.pg_unavailable()
+    if reason and in_ci():
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    if reason:
+        pytest.skip(f"{reason}; CI runs this test")
+
+
 requires_real_data = pytest.mark.skipif(
     not real_data_path().exists() and not in_ci(),
     reason=f"real data file {real_data_path()} is absent (it is present in CI, where this test never skips)",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import PRESET, ROOT, assert_one_error_line, in_ci, run_cli
+from helpers import PRESET, ROOT, assert_one_error_line, require_postgres, run_cli
 
 sys.path.insert(0, str(ROOT))
 from deploy import team_demo as td  # noqa: E402 - the native topology, shared with `make team-demo`
@@ -129,14 +129,6 @@ class Stack:
         from mlflow.tracking import MlflowClient
 
         return MlflowClient(self.server.uri)
-
-
-def require_postgres() -> None:
-    reason = td.pg_unavailable()
-    if reason and in_ci():
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    if reason:
-        pytest.skip(f"{reason}; CI runs this test")
 
 
 @pytest.fixture(scope="module")

@@ -16,20 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, in_ci, run_cli
+from helpers import ROOT, require_postgres, run_cli
 
 sys.path.insert(0, str(ROOT))
 from deploy import team_demo as td  # noqa: E402 - the native topology, shared with `make team-demo`
 
 EPOCHS = 2
-
-
-def require_postgres() -> None:
-    reason = td.pg_unavailable()
-    if reason and in_ci():
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    if reason:
-        pytest.skip(f"{reason}; CI runs this test")
 
 
 @pytest.fixture(scope="module")
