@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import itertools
 import math
 
@@ -10,14 +11,24 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+import core.stats
 from core.stats import (
+    CORRECTIONS,
     EXACT_MAX_N,
-    SMALL_N,
+    PROB_BETTER_EXPLAINED,
+    adjust,
     bootstrap_ci,
     compare_arms,
     holm,
+    min_adjusted_p,
+    min_p,
     paired_difference,
     paired_test,
+    permutation_test,
+    pooled_seed_sd,
+    power_paired_t,
+    seeds_for_power,
+    seeds_needed_permutation,
     summarize_arm,
     verdict,
 )
@@ -69,61 +80,87 @@ def test_bootstrap_ci_covers_the_true_mean_about_95_percent():
     assert 0.91 <= hits / 400 <= 0.98
 
 
-def test_small_n_t_interval_covers_about_95_percent():
-    rng = np.random.default_rng(7)
-    hits = 0
-    for _ in range(400):
-        base = rng.normal(0.7, 0.02, size=3)
-        r = paired_difference(base + rng.normal(0.01, 0.01, size=3), base, n_boot=10)
-        hits += r.ci_low <= 0.01 <= r.ci_high
-    assert r.ci_method == "t"
-    assert 0.91 <= hits / 400 <= 0.98
+def _t_ci(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """scipy's t interval of the mean: the reference the module must reproduce."""
+    return sps.t.interval(confidence, df=len(x) - 1, loc=np.mean(x), scale=sps.sem(x))
 
 
-def test_summarize_arm():
-    s = summarize_arm([0.70, 0.72, 0.74])
-    assert (s.n, round(s.mean, 6), round(s.std, 6)) == (3, 0.72, 0.02)
-    assert s.ci_low <= s.mean <= s.ci_high
-    one = summarize_arm([0.7])
-    assert one.n == 1 and math.isnan(one.std) and (one.ci_low, one.ci_high) == (0.7, 0.7)
+@pytest.mark.parametrize("n", [2, 3, 5, 12, 30])
+def test_summarize_arm_is_the_t_interval(n):
+    x = np.random.default_rng(n).normal(0.7, 0.02, size=n)
+    s = summarize_arm(x)
+    assert (s.n, s.mean, s.std) == (n, pytest.approx(x.mean()), pytest.approx(x.std(ddof=1)))
+    assert (s.ci_low, s.ci_high) == pytest.approx(_t_ci(x), rel=1e-12)
+    assert (summarize_arm(x, 0.8).ci_low, summarize_arm(x, 0.8).ci_high) == pytest.approx(_t_ci(x, 0.8))
 
 
-# --- paired_test -------------------------------------------------------------------------------
+def test_summarize_arm_known_answer_and_small_sizes():
+    s = summarize_arm([0.70, 0.72, 0.74])  # 0.72 -+ 4.302653 * 0.02 / sqrt(3)
+    assert (s.ci_low, s.ci_high) == pytest.approx((0.72 - 0.0496828, 0.72 + 0.0496828), abs=1e-6)
+    one = summarize_arm([0.7])  # never min/max: no interval from one seed
+    assert one.n == 1 and one.mean == 0.7 and all(math.isnan(v) for v in (one.std, one.ci_low, one.ci_high))
+    none = summarize_arm([])
+    assert none.n == 0 and math.isnan(none.mean) and math.isnan(none.ci_low)
+    flat = summarize_arm([0.7, 0.7, 0.7])
+    assert (flat.ci_low, flat.ci_high) == pytest.approx((0.7, 0.7))
+
+
+# --- paired_test (paired t) / permutation_test ---------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 20])
+def test_paired_test_matches_scipy_ttest(n):
+    rng = np.random.default_rng(n)
+    base = rng.normal(0.7, 0.02, size=n)
+    variant = base + rng.normal(0.01, 0.01, size=n)
+    p, name = paired_test(variant - base)
+    assert name == "paired-t"
+    assert p == pytest.approx(sps.ttest_rel(variant, base).pvalue, rel=1e-9)
+    assert p == pytest.approx(sps.ttest_1samp(variant - base, 0.0).pvalue, rel=1e-9)
+
+
+def test_paired_test_reaches_005_with_three_consistent_seeds():
+    p, _ = paired_test([-0.04, -0.05, -0.045])  # t = -15.59 on 2 df
+    assert p == pytest.approx(sps.ttest_1samp([-0.04, -0.05, -0.045], 0.0).pvalue)
+    assert p == pytest.approx(0.00409, abs=1e-5) and p < 0.05 < min_p(3, "permutation")
+
+
+def test_paired_test_zero_spread_and_tiny_samples():
+    assert paired_test([0.05] * 5) == (0.0, "paired-t")  # identical, non-zero: t is infinite
+    assert paired_test(np.full(4, 0.8) - np.full(4, 0.7))[0] == 0.0  # equal up to float noise
+    assert paired_test(np.zeros(3))[0] == 1.0 and paired_test(np.zeros(30))[0] == 1.0
+    assert paired_test([0.03]) == (1.0, "paired-t")  # one pair: no spread to test with
+    with pytest.raises(ValueError, match="at least one paired difference"):
+        paired_test([])
 
 
 def test_permutation_p_matches_hand_count():
     # +-1 +-2 +-3 over 8 sign assignments: only (+,+,+) and (-,-,-) reach |sum| >= 6.
-    assert paired_test([1.0, 2.0, 3.0]) == (0.25, "permutation")
+    assert permutation_test([1.0, 2.0, 3.0]) == 0.25
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 8, EXACT_MAX_N])
 def test_permutation_p_matches_brute_force_enumeration(n):
     d = np.random.default_rng(n).normal(0.01, 0.02, size=n)
-    p, test = paired_test(d)
-    assert test == "permutation"
-    assert p == pytest.approx(_brute_force_p(d))
+    assert permutation_test(d) == pytest.approx(_brute_force_p(d))
 
 
 def test_permutation_minimum_p_is_two_over_two_to_the_n():
-    assert paired_test([0.05] * 5)[0] == pytest.approx(2 / 32)
-    assert paired_test([0.05, 0.04, 0.06, 0.05, 0.05, 0.03, 0.07, 0.05])[0] == pytest.approx(2 / 256)
+    assert permutation_test([0.05] * 5) == pytest.approx(2 / 32) == min_p(5, "permutation")
+    d8 = [0.05, 0.04, 0.06, 0.05, 0.05, 0.03, 0.07, 0.05]
+    assert permutation_test(d8) == pytest.approx(2 / 256) == min_p(8, "permutation")
+    assert permutation_test(np.zeros(6)) == 1.0
 
 
-def test_wilcoxon_above_exact_limit():
-    d = np.random.default_rng(0).normal(0.02, 0.02, size=EXACT_MAX_N + 8)
-    p, test = paired_test(d)
-    assert test == "wilcoxon"
-    assert p == pytest.approx(sps.wilcoxon(d).pvalue)
-
-
-@pytest.mark.parametrize("n", [3, 30])
-def test_all_zero_deltas_give_p_one(n):
-    assert paired_test(np.zeros(n))[0] == 1.0
-
-
-def test_paired_test_rejects_empty():
-    with pytest.raises(ValueError, match="at least one paired difference"):
-        paired_test([])
+def test_monte_carlo_permutation_above_exact_limit():
+    d = np.random.default_rng(0).normal(0.005, 0.02, size=EXACT_MAX_N + 2)
+    exact = _brute_force_p(d)  # 16384 assignments: still fine to enumerate here
+    p = permutation_test(d, n_mc=20_000, seed=1)
+    assert p == permutation_test(d, n_mc=20_000, seed=1)
+    assert abs(p - exact) < 4 * math.sqrt(exact * (1 - exact) / 20_000) + 1e-4
+    assert permutation_test(np.full(EXACT_MAX_N + 5, 0.1), n_mc=999) == pytest.approx(1 / 1000)
+    with pytest.raises(ValueError, match="n_mc"):
+        permutation_test(d, n_mc=0)
 
 
 # --- paired_difference ---------------------------------------------------------------------------
@@ -132,19 +169,47 @@ def test_paired_test_rejects_empty():
 def test_identical_arms_give_zero_delta_and_no_evidence():
     x = np.random.default_rng(1).normal(0.7, 0.02, size=8)
     r = paired_difference(x, x)
-    assert (r.delta, r.ci_low, r.ci_high, r.p, r.prob_better) == (0.0, 0.0, 0.0, 1.0, 0.5)
+    assert (r.delta, r.ci_low, r.ci_high, r.p, r.prob_better, r.p_perm) == (0.0, 0.0, 0.0, 1.0, 0.5, 1.0)
     assert verdict((r.ci_low, r.ci_high), r.p) == "no evidence"
 
 
-def test_planted_shift_is_detected():
+def test_planted_shift_matches_scipy():
     rng = np.random.default_rng(5)
     base = rng.normal(0.70, 0.02, size=8)
-    r = paired_difference(base + 0.05 + rng.normal(0, 0.005, size=8), base)
-    assert r.ci_method == "bootstrap" and r.test == "permutation"
-    assert r.ci_low > 0 and r.p == pytest.approx(2 / 256) and r.prob_better > 0.99
+    variant = base + 0.05 + rng.normal(0, 0.005, size=8)
+    d = variant - base
+    r = paired_difference(variant, base)
+    assert (r.n, r.ci_method, r.test) == (8, "t", "paired-t")
+    assert r.delta == pytest.approx(d.mean())
+    assert (r.ci_low, r.ci_high) == pytest.approx(_t_ci(d), rel=1e-12)
+    assert r.p == pytest.approx(sps.ttest_rel(variant, base).pvalue, rel=1e-9)
+    assert r.p_perm == pytest.approx(2 / 256)
+    assert r.prob_better == pytest.approx(sps.t.cdf(d.mean() / sps.sem(d), df=7))
     assert verdict((r.ci_low, r.ci_high), r.p) == "better"
-    lower = paired_difference(base + 0.05, base, higher_is_better=False)
-    assert lower.prob_better < 0.01
+    lower = paired_difference(variant, base, higher_is_better=False)
+    assert lower.prob_better == pytest.approx(sps.t.sf(d.mean() / sps.sem(d), df=7))
+    assert (lower.ci_low, lower.ci_high, lower.p) == (r.ci_low, r.ci_high, r.p)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 10])
+def test_prob_better_is_the_t_posterior_consistent_with_the_ci(n):
+    rng = np.random.default_rng(100 + n)
+    for _ in range(40):
+        d = rng.normal(0.01, 0.02, size=n)
+        r = paired_difference(d, np.zeros(n), confidence=0.9)
+        assert r.prob_better == pytest.approx(sps.t.cdf(d.mean() / sps.sem(d), df=n - 1))
+        assert (r.prob_better > 0.95) == (r.ci_low > 0)  # one-sided 5% tail of the 90% CI
+        assert (r.p < 0.1) == (r.ci_low > 0 or r.ci_high < 0)
+
+
+def test_prob_better_is_explained_for_students():
+    assert "probability" in PROB_BETTER_EXPLAINED and "flat prior" in PROB_BETTER_EXPLAINED
+
+
+def test_consistent_effect_has_zero_spread_p():
+    r = paired_difference([0.8, 0.8, 0.8], [0.7, 0.7, 0.7])
+    assert r.p == 0.0 and r.prob_better == 1.0 and r.ci_low == pytest.approx(0.1) == r.ci_high
+    assert r.p_perm == 0.25 and verdict((r.ci_low, r.ci_high), r.p) == "better"
 
 
 def test_pairing_by_seed_drops_unmatched_seeds():
@@ -152,14 +217,16 @@ def test_pairing_by_seed_drops_unmatched_seeds():
     # pairs: seed 1 -> 0.81-0.74, seed 2 -> 0.82-0.73, seed 3 -> 0.83-0.72
     assert r.n == 3 and r.n_dropped == 2 and r.dropped_seeds == (0, 4)
     assert r.delta == pytest.approx(np.mean([0.07, 0.09, 0.11]))
-    assert r.ci_method == "t"
+    assert r.p == pytest.approx(sps.ttest_1samp([0.07, 0.09, 0.11], 0.0).pvalue)
 
 
 def test_no_pairs_and_one_pair():
     none = paired_difference([0.8], [0.7], [0], [1])
     assert none.n == 0 and none.test == "none" and math.isnan(none.delta) and none.n_dropped == 2
+    assert math.isnan(none.p) and math.isnan(none.p_perm)
     one = paired_difference([0.8], [0.7])
     assert one.n == 1 and one.ci_method == "none" and math.isnan(one.ci_low) and one.p == 1.0
+    assert one.test == "paired-t" and one.p_perm == 1.0 and math.isnan(one.prob_better)
 
 
 @pytest.mark.parametrize(
@@ -212,6 +279,28 @@ def test_holm_rejects_out_of_range():
         holm([0.2, 1.5])
 
 
+def test_adjust_methods():
+    p = [0.01, 0.04, 0.03, 0.005]
+    assert adjust(p, "holm") == holm(p)
+    assert adjust(p, "bonferroni") == pytest.approx([0.04, 0.16, 0.12, 0.02])
+    assert adjust(p, "none") == p
+    out = adjust([0.3, math.nan, 0.02], "bonferroni")  # m = 2 known p-values
+    assert out[0] == pytest.approx(0.6) and math.isnan(out[1]) and out[2] == pytest.approx(0.04)
+    assert adjust([0.7, 0.6], "bonferroni") == [1.0, 1.0]
+    assert set(CORRECTIONS) == {"holm", "bonferroni", "none"}
+
+
+def test_holm_is_never_above_bonferroni_and_never_below_raw():
+    p = np.random.default_rng(3).uniform(0, 0.2, size=7).tolist()
+    h, b = np.array(holm(p)), np.array(adjust(p, "bonferroni"))
+    assert np.all(h <= b + 1e-15) and np.all(h >= np.array(p))
+
+
+def test_adjust_rejects_unknown_method():
+    with pytest.raises(ValueError, match="Unknown correction 'holms'.*Did you mean 'holm'"):
+        adjust([0.1], "holms")
+
+
 @pytest.mark.parametrize(
     ("ci", "p", "higher", "expected"),
     [
@@ -254,6 +343,15 @@ def test_compare_arms_known_answers():
     assert out.loc["same", "delta"] == 0.0 and out.loc["same", "p"] == 1.0
     assert out.loc["same", "verdict"] == "no evidence"
     assert out.loc["plus_se", "verdict"] == "better" and out.loc["plus_se", "p_adj"] < 0.05
+    assert (out["test"].iloc[1:] == "paired-t").all() and (out["ci_method"].iloc[1:] == "t").all()
+    assert out.loc["plus_se", "p_perm"] == pytest.approx(2 / 256) and out.loc["same", "p_perm"] == 1.0
+    assert out["p_perm_adj"].iloc[1:].tolist() == pytest.approx(holm(out["p_perm"].iloc[1:].tolist()))
+    assert math.isnan(out.loc["baseline", "p_perm"]) and math.isnan(out.loc["baseline", "p_perm_adj"])
+    arms = _ablation()
+    d = np.subtract(arms["plus_se"], arms["baseline"])
+    assert out.loc["plus_se", "p"] == pytest.approx(sps.ttest_1samp(d, 0.0).pvalue, rel=1e-9)
+    assert (out.loc["plus_se", "delta_ci_low"], out.loc["plus_se", "delta_ci_high"]) == pytest.approx(_t_ci(d))
+    assert (out.loc["plus_se", "ci_low"], out.loc["plus_se", "ci_high"]) == pytest.approx(_t_ci(arms["plus_se"]))
     assert out.loc["no_skip", "verdict"] == "worse" and out.loc["no_skip", "prob_better"] < 0.01
     assert out["p_adj"].iloc[1:].tolist() == pytest.approx(holm(out["p"].iloc[1:].tolist()))
     assert (out["n_ok"] == 8).all() and (out["n_failed"] == 0).all() and (out["note"] == "").all()
@@ -265,7 +363,7 @@ def test_compare_arms_is_deterministic_and_arms_do_not_disturb_each_other():
     pd.testing.assert_frame_equal(full, compare_arms(_runs(arms), n_boot=500))
     del arms["same"]
     fewer = compare_arms(_runs(arms), n_boot=500).set_index("variant")
-    cols = ["mean", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high", "p", "prob_better"]
+    cols = ["mean", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high", "p", "prob_better", "p_perm"]
     pd.testing.assert_frame_equal(fewer[cols], full.set_index("variant").loc[fewer.index, cols])
 
 
@@ -326,5 +424,147 @@ def test_compare_arms_rejects_non_dataframe():
         compare_arms([{"variant": "baseline"}])
 
 
+def test_compare_arms_column_order():
+    out = compare_arms(_runs(_ablation(n=4)))
+    assert list(out.columns) == [
+        "variant",
+        "n_ok",
+        "n_failed",
+        "n_used",
+        "mean",
+        "std",
+        "ci_low",
+        "ci_high",
+        "n_pairs",
+        "delta",
+        "delta_ci_low",
+        "delta_ci_high",
+        "ci_method",
+        "p",
+        "test",
+        "prob_better",
+        "p_perm",
+        "p_adj",
+        "p_perm_adj",
+        "verdict",
+        "note",
+    ]
+
+
+def test_three_consistent_seeds_give_a_verdict_the_permutation_test_could_not():
+    base = [0.70, 0.71, 0.72]
+    arms = {"baseline": base, "no_skip": np.add(base, [-0.04, -0.05, -0.045]).tolist()}
+    row = compare_arms(_runs(arms)).set_index("variant").loc["no_skip"]
+    assert row["p"] < 0.05 and row["verdict"] == "worse" and row["p_perm"] == 0.25
+
+
+def test_compare_arms_monte_carlo_p_perm_above_exact_limit():
+    row = compare_arms(_runs(_ablation(n=EXACT_MAX_N + 2)), n_boot=999).set_index("variant").loc["plus_se"]
+    assert row["p_perm"] == pytest.approx(1 / 1000)  # every random flip falls short of all-plus
+
+
+# --- planning helpers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "test", "expected"),
+    [
+        (0, "paired-t", 1.0),
+        (1, "paired-t", 1.0),
+        (2, "paired-t", 0.0),
+        (30, "paired-t", 0.0),
+        (0, "permutation", 1.0),
+        (1, "permutation", 1.0),
+        (3, "permutation", 0.25),
+        (5, "permutation", 0.0625),
+        (8, "permutation", 2 / 256),
+    ],
+)
+def test_min_p(n, test, expected):
+    assert min_p(n, test) == expected
+
+
+@pytest.mark.parametrize("n", [1, 3, 6])
+def test_min_p_is_reached_by_the_permutation_test(n):
+    assert permutation_test(np.full(n, 0.01)) == pytest.approx(min_p(n, "permutation"))
+
+
+def test_min_adjusted_p():
+    assert min_adjusted_p(5, 4, "permutation", "holm") == 0.25
+    assert min_adjusted_p(5, 4, "permutation", "bonferroni") == 0.25
+    assert min_adjusted_p(5, 4, "permutation", "none") == 0.0625
+    assert min_adjusted_p(3, 20, "permutation", "holm") == 1.0  # capped
+    assert min_adjusted_p(3, 20, "paired-t", "holm") == 0.0
+    assert min_adjusted_p(1, 2, "paired-t", "holm") == 1.0
+
+
+@pytest.mark.parametrize("m", range(1, 11))
+@pytest.mark.parametrize("correction", ["holm", "bonferroni", "none"])
+def test_seeds_needed_permutation_is_the_smallest_n(m, correction):
+    n = seeds_needed_permutation(m, 0.05, correction)
+    assert min_adjusted_p(n, m, "permutation", correction) < 0.05
+    assert min_adjusted_p(n - 1, m, "permutation", correction) >= 0.05
+    k = 1 if correction == "none" else m
+    assert 2 * k / 2**n < 0.05 <= 2 * k / 2 ** (n - 1)
+
+
+def test_seeds_needed_permutation_known_answers():
+    assert (seeds_needed_permutation(1), seeds_needed_permutation(4), seeds_needed_permutation(8)) == (6, 8, 9)
+    assert seeds_needed_permutation(4, alpha=0.01) == 10  # 8 / 1024 < 0.01 <= 8 / 512
+
+
+def test_power_paired_t_known_answers():
+    assert power_paired_t(5, 2.0, 1.0) == pytest.approx(0.90888, abs=1e-4)
+    assert power_paired_t(5, -2.0, 1.0) == pytest.approx(power_paired_t(5, 2.0, 1.0))
+    assert power_paired_t(7, 0.0, 1.0, alpha=0.05) == pytest.approx(0.05)  # no effect: the level
+    assert power_paired_t(1, 5.0, 1.0) == 0.0
+    assert power_paired_t(5, 0.02, 0.01) == pytest.approx(power_paired_t(5, 2.0, 1.0))  # scale-free
+    powers = [power_paired_t(n, 1.0, 1.0) for n in range(2, 20)]
+    assert all(a < b for a, b in zip(powers, powers[1:], strict=False))
+
+
+def test_seeds_for_power():
+    n = seeds_for_power(0.01, 0.01)
+    assert n is not None and power_paired_t(n, 0.01, 0.01) >= 0.8 > power_paired_t(n - 1, 0.01, 0.01)
+    assert n == 10  # the textbook answer for a one-sample t-test at d = 1, 80% power
+    assert seeds_for_power(2.0, 1.0) == 5 and seeds_for_power(2.0, 1.0, power=0.95) == 6
+    assert seeds_for_power(0.0, 1.0) is None and seeds_for_power(0.1, 1.0, n_max=20) is None
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: min_p(-1, "paired-t"), "n must be an integer >= 0"),
+        (lambda: min_p(3, "permutaton"), "Unknown test 'permutaton'.*Did you mean 'permutation'"),
+        (lambda: min_adjusted_p(3, 0, "paired-t", "holm"), "m must be an integer >= 1"),
+        (lambda: min_adjusted_p(3, 2, "paired-t", "sidak"), "Unknown correction 'sidak'"),
+        (lambda: seeds_needed_permutation(2, alpha=0.0), "alpha must be in"),
+        (lambda: power_paired_t(5, 0.1, 0.0), "sd must be a positive"),
+        (lambda: power_paired_t(5, math.nan, 1.0), "effect must be a finite"),
+        (lambda: seeds_for_power(0.1, 1.0, power=1.0), "power must be in"),
+        (lambda: seeds_for_power(0.1, 1.0, n_max=1), "n_max must be an integer >= 2"),
+        (lambda: pooled_seed_sd({"a": [0.7], "b": []}), "at least 2 values"),
+        (lambda: pooled_seed_sd({"a": [0.7, math.nan]}), "values of arm 'a' must be finite"),
+    ],
+)
+def test_planning_helpers_reject_bad_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_pooled_seed_sd():
+    arms = {"baseline": [0.70, 0.72, 0.74], "se": [0.80, 0.84], "one_seed": [0.9]}
+    # (n - 1) * var per arm: 2 * 0.0004 + 1 * 0.0008 over 2 + 1 df; one_seed adds nothing
+    assert pooled_seed_sd(arms) == pytest.approx(math.sqrt((2 * 0.0004 + 0.0008) / 3))
+    x = np.random.default_rng(0).normal(size=(4, 6))
+    equal = {str(i): row.tolist() for i, row in enumerate(x)}
+    assert pooled_seed_sd(equal) == pytest.approx(math.sqrt(np.mean(x.var(axis=1, ddof=1))))
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(core.stats)
+    assert result.failed == 0 and result.attempted >= 20
+
+
 def test_thresholds_are_consistent():
-    assert 2 <= SMALL_N <= EXACT_MAX_N
+    assert 2 <= EXACT_MAX_N <= 16
