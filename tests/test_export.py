@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,10 +58,10 @@ def parent(client: MlflowClient, experiment: str, tags: dict[str, str]) -> str:
 
 
 def fake_child(client: MlflowClient, parent_id: str, tags: dict[str, str], metrics: dict[str, float],
-               status: str = "FINISHED") -> str:
+               status: str = "FINISHED", start_time: int | None = None) -> str:
     """A run with tags and metrics but no model: enough for selection."""
     exp_id = client.get_run(parent_id).info.experiment_id
-    run = client.create_run(exp_id, tags={"mlflow.parentRunId": parent_id, **tags})
+    run = client.create_run(exp_id, start_time=start_time, tags={"mlflow.parentRunId": parent_id, **tags})
     for key, value in metrics.items():
         client.log_metric(run.info.run_id, key, value)
     client.set_terminated(run.info.run_id, status)
@@ -101,8 +102,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         abl = parent(client, "abl", {"ablate.kind": "ablation", "ablation": "abl"})
         arms = {seed: run_spec(validate(tiny_spec(data, seed)), "abl", abl, arm_tags("concat", seed), verbose=0).run_id
                 for seed in (0, 1)}
-        for seed in (0, 1):  # a worse variant, and a failed run whose metric must not count
-            fake_child(client, abl, arm_tags("add", seed), {"best_val_miou": 0.0})
+        c0, c1 = (client.get_run(arms[s]).data.metrics["best_val_miou"] for s in (0, 1))
+        assert c0 > 0, "the tiny model learned nothing: the 'add' arm below cannot be set just under it"
+        # a worse variant, but not significantly (deltas c0 and c0 / 100: p ~ 0.5), and a failed run
+        # whose metric must not count; 'concat' is exported with force=True
+        for seed, value in ((0, 0.0), (1, c1 - c0 / 100)):
+            fake_child(client, abl, arm_tags("add", seed), {"best_val_miou": value})
         fake_child(client, abl, arm_tags("add", 2), {"best_val_miou": 0.99}, status="FAILED")
         client.log_text(abl, "| arm | mean |\n|---|---|\n| concat | x |\n", "report/report.md")
 
@@ -113,7 +118,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         fake_child(client, stu, {**trial, "trial_number": "2"}, {}, status="FAILED")
         client.log_text(stu, "Study summary: 3 trials, TPE.\n", "report/summary.md")
 
-        ablation = export_model(Selector(ablation="abl"), out=root / "out-abl", tracking_uri=uri)
+        ablation = export_model(Selector(ablation="abl", force=True), out=root / "out-abl", tracking_uri=uri)
         study = export_model(Selector(study="stu"), out=root / "out-stu", refit=True, tracking_uri=uri)
         yield Store(uri, client, data, arms, trial0, ablation, study)
     mlflow.set_tracking_uri(previous)
@@ -180,6 +185,11 @@ def test_model_card_and_preprocessing_record_the_choice(store: Store) -> None:
     assert run_id in card and "closest to that mean" in card
     assert "best_val_iou_big_rock" in card and "| concat" in card  # per-class metrics, the variant table
     assert "| concat | x |" in card  # the ablation's own report.md
+    assert "## Evidence for the choice: none (exported with --force)" in card
+    assert "**The exported variant was NOT significantly better than the runner-up.**" in card
+    assert re.search(r"variant 'concat' is NOT significantly better than runner-up 'add' on best_val_miou: "
+                     r"delta \+0\.\d{3} mIoU \[95% CI -\d\.\d{3}, \+\d\.\d{3}\], paired t-test p=0\.\d+ over 2 "
+                     r"paired seeds \(0, 1\)", card)
     assert "Intended use and limits" in card
     prep = json.loads((out / "preprocessing.json").read_text())
     assert [c["name"] for c in prep["classes"]] == list(CLASS_NAMES)
@@ -335,18 +345,106 @@ def test_reload_check_fails_when_a_format_differs(store: Store, tmp_path: Path) 
 
 # --- selection, on metric-only runs --------------------------------------------------------------
 
-def test_ablation_selection_takes_the_seed_closest_to_the_best_variant_mean(store: Store) -> None:
-    client = store.client
-    pid = parent(client, "sel", {"ablate.kind": "ablation", "ablation": "sel"})
-    tags = lambda v, s: {**arm_tags(v, s), "ablation": "sel"}  # noqa: E731
-    runs = {s: fake_child(client, pid, tags("a", s), {"best_val_miou": v}) for s, v in enumerate([0.50, 0.53, 0.62])}
-    for s, v in enumerate([0.54, 0.55]):
-        fake_child(client, pid, tags("b", s), {"best_val_miou": v})
-    fake_child(client, pid, tags("b", 9), {"best_val_miou": 0.99}, status="FAILED")
-    choice = select(client, Selector(ablation="sel"))
+@pytest.fixture
+def metrics_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
+    """An empty tracking store of its own, for metric-only runs (no training, no export)."""
+    uri, previous = f"sqlite:///{tmp_path / 'mlflow.db'}", mlflow.get_tracking_uri()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield MlflowClient()
+    mlflow.set_tracking_uri(previous)  # the module's `store` may be in use by the next test
+
+
+def ablation_of(client: MlflowClient, name: str, arms: dict[str, list[float]], baseline: str = "",
+                seeds: dict[str, list[int]] | None = None, metric: str = "best_val_miou") -> dict[str, list[str]]:
+    """A parent run tagged like ``core.ablation.runner.ensure_parent`` and one FINISHED run per (arm, seed)."""
+    pid = parent(client, name, {"ablate.kind": "ablation", "ablation": name, "design": "fixed"})
+    ids: dict[str, list[str]] = {}
+    for variant, values in arms.items():
+        tags = {"ablation": name, "arm": f"skip={variant}", "is_baseline": str(variant == baseline).lower()}
+        ids[variant] = [fake_child(client, pid, {**arm_tags(variant, s), **tags}, {metric: v})
+                        for s, v in zip((seeds or {}).get(variant, range(len(values))), values, strict=True)]
+    return ids
+
+
+REFUSAL_TAIL = (r"; nothing was exported\. Run more seeds \(e\.g\. `ablate ablation run FILE --until-decided`\) "
+                r"or pass --force to export anyway\.$")
+
+
+def test_ablation_selection_takes_the_seed_closest_to_the_best_variant_mean(metrics_client: MlflowClient) -> None:
+    client = metrics_client
+    runs = ablation_of(client, "sel", {"a": [0.50, 0.53, 0.62], "b": [0.54, 0.55]}, baseline="b")["a"]
+    pid = client.get_run(runs[0]).data.tags["mlflow.parentRunId"]
+    fake_child(client, pid, {**arm_tags("b", 9), "ablation": "sel"}, {"best_val_miou": 0.99}, status="FAILED")
+    choice = select(client, Selector(ablation="sel", force=True))  # a is not shown better than b
     assert choice.run.info.run_id == runs[1]  # mean 0.55: 0.53 is closest, 0.62 is the luckiest
     assert "'a'" in choice.reason and "0.5500" in choice.reason and "luckiest seed (seed 2, 0.6200)" in choice.reason
     assert choice.table.index("| skip | a") < choice.table.index("| skip | b")
+
+
+def test_ablation_export_refuses_a_winner_indistinguishable_from_the_runner_up(metrics_client: MlflowClient) -> None:
+    arms = {"a": [0.70, 0.72, 0.71, 0.69, 0.73], "b": [0.71, 0.70, 0.72, 0.70, 0.71]}  # deltas -1, 2, -1, -1, 2
+    ids = ablation_of(metrics_client, "tie", arms, baseline="b")
+    with pytest.raises(AblateError, match=r"^Ablation 'tie': variant 'a' is NOT significantly better than runner-up "
+                       r"'b' on best_val_miou: delta \+0\.002 mIoU \[95% CI -0\.0\d\d, \+0\.0\d\d\], paired t-test "
+                       r"p=0\.\d+ over 5 paired seeds \(0, 1, 2, 3, 4\)" + REFUSAL_TAIL):
+        select(metrics_client, Selector(ablation="tie"))
+    forced = select(metrics_client, Selector(ablation="tie", force=True))
+    assert forced.supported is False and forced.run.info.run_id in ids["a"]
+    assert forced.evidence.startswith("Exported with --force, although variant 'a' is NOT significantly better than "
+                                      "runner-up 'b' on best_val_miou: delta +0.002 mIoU [95% CI -0.0")
+    assert "its mean best_val_miou over 5 seeds (0, 1, 2, 3, 4) is 0.7100" in forced.evidence
+
+
+def test_ablation_export_states_the_evidence_when_the_winner_is_consistently_better(
+        metrics_client: MlflowClient) -> None:
+    from core.export import card
+
+    arms = {"a": [0.741, 0.729, 0.754, 0.738, 0.745],  # b + 0.021, 0.019, 0.024, 0.018, 0.022
+            "b": [0.720, 0.710, 0.730, 0.720, 0.723], "base": [0.70, 0.69, 0.71, 0.70, 0.70]}
+    ids = ablation_of(metrics_client, "win", arms, baseline="base")
+    choice = select(metrics_client, Selector(ablation="win"))
+    assert choice.supported is True and choice.run.info.run_id in ids["a"]
+    assert re.match(r"Variant 'a' beat runner-up 'b' by \+0\.021 mIoU \[95% CI \+0\.01\d, \+0\.02\d\], paired t-test "
+                    r"p<0\.001 over 5 paired seeds \(0, 1, 2, 3, 4\); its mean best_val_miou over 5 seeds "
+                    r"\(0, 1, 2, 3, 4\) is 0\.7414\. Against the baseline 'base': \+0\.041 mIoU", choice.evidence)
+    spec = validate(tiny_spec(Path("data.npz"), 0))
+    text = card.model_card(card.CardInputs(choice, spec, "win", "1", [], "sqlite:///mlflow.db"))
+    assert "## Evidence for the choice\n\nVariant 'a' beat runner-up 'b' by +0.021 mIoU" in text
+    assert "NOT significantly" not in text
+
+
+def test_lower_is_better_metrics_favour_the_lower_mean(metrics_client: MlflowClient) -> None:
+    metric = "latency_ms_per_image"
+    ablation_of(metrics_client, "fast", {"a": [5.0, 5.1, 4.9], "b": [6.0, 6.2, 6.0]}, metric=metric)
+    choice = select(metrics_client, Selector(ablation="fast", metric=metric))
+    assert choice.supported and choice.evidence.startswith(f"Variant 'a' beat runner-up 'b' by -1.067 {metric}")
+
+
+def test_ablation_export_refuses_without_a_runner_up_or_shared_seeds(metrics_client: MlflowClient) -> None:
+    ablation_of(metrics_client, "solo", {"a": [0.7, 0.8]})
+    with pytest.raises(AblateError, match=r"^Ablation 'solo': variant 'a' is the only arm with FINISHED runs, so "
+                       r"there is no runner-up to show that it is better" + REFUSAL_TAIL):
+        select(metrics_client, Selector(ablation="solo"))
+    assert select(metrics_client, Selector(ablation="solo", force=True)).evidence.startswith(
+        "Exported with --force, although variant 'a' is the only arm")
+    ablation_of(metrics_client, "apart", {"a": [0.8, 0.8, 0.9], "b": [0.7, 0.7]}, seeds={"b": [3, 4]})
+    with pytest.raises(AblateError, match=r"^Ablation 'apart': runner-up 'b' shares no seed with winner 'a' \(seeds "
+                       r"3, 4 vs 0, 1, 2\), so the two cannot be compared seed by seed" + REFUSAL_TAIL):
+        select(metrics_client, Selector(ablation="apart"))
+
+
+def test_a_retried_seed_counts_once_and_force_is_for_ablations_only(metrics_client: MlflowClient) -> None:
+    ids = ablation_of(metrics_client, "retry", {"a": [0.75, 0.76, 0.74], "b": [0.70, 0.71, 0.70]})
+    pid = metrics_client.get_run(ids["a"][0]).data.tags["mlflow.parentRunId"]
+    old = metrics_client.get_run(ids["a"][0]).info.start_time - 60_000  # an earlier, superseded try of seed 0
+    fake_child(metrics_client, pid, {**arm_tags("a", 0), "ablation": "retry", "arm": "skip=a"},
+               {"best_val_miou": 0.10}, start_time=old)
+    choice = select(metrics_client, Selector(ablation="retry"))
+    assert choice.supported and "over 3 seeds (0, 1, 2) is 0.7500" in choice.evidence
+    with pytest.raises(AblateError, match="--force applies to --ablation only"):
+        select(metrics_client, Selector(study="retry", force=True))
 
 
 def test_study_selection_by_trial_number_and_pareto_index(store: Store) -> None:
@@ -384,9 +482,30 @@ def test_export_errors_are_one_clear_line(store: Store, capsys: pytest.CaptureFi
     assert_one_error_line(capsys.readouterr().err, "Run '0{32}' not found")
     assert main(["export", "--ablation", "abl", "--trial", "1", "--tracking-uri", store.uri]) == 2
     assert_one_error_line(capsys.readouterr().err, "--trial and --pareto-index apply to --study only")
+    assert main(["export", "--study", "stu", "--force", "--tracking-uri", store.uri]) == 2
+    assert_one_error_line(capsys.readouterr().err, "--force applies to --ablation only")
     no_model = fake_child(store.client, parent(store.client, "nomodel", {}), {}, {"best_val_miou": 0.5})
     assert main(["export", "--run", no_model, "--tracking-uri", store.uri]) == 2
     assert_one_error_line(capsys.readouterr().err, "has no model/model.keras")
+
+
+def test_cli_refuses_an_unsupported_winner_and_force_exports_it(store: Store, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["export", "--ablation", "abl", "--name", "abl-cli", "--out", str(tmp_path / "out"),
+            "--tracking-uri", store.uri]
+    exports_before = len(store.client.search_runs([store.ablation.choice.run.info.experiment_id],
+                                                  "tags.`ablate.kind` = 'export'"))
+    assert main(args) == 2
+    assert_one_error_line(capsys.readouterr().err, r"Ablation 'abl': variant 'concat' is NOT significantly better "
+                          r"than runner-up 'add'.*p=0\.\d+ over 2 paired seeds \(0, 1\).*--until-decided.*--force")
+    assert not (tmp_path / "out").exists() and not store.client.search_registered_models("name = 'abl-cli'")
+    assert len(store.client.search_runs([store.ablation.choice.run.info.experiment_id],
+                                        "tags.`ablate.kind` = 'export'")) == exports_before
+    assert main([*args, "--force"]) == 0
+    assert "evidence: Exported with --force, although variant 'concat' is NOT" in capsys.readouterr().out
+    card = (tmp_path / "out" / "model_card.md").read_text()
+    assert "**The exported variant was NOT significantly better than the runner-up.**" in card
+    assert store.client.get_model_version_by_alias("abl-cli", "champion").tags["source_run_id"] in store.arms.values()
 
 
 # --- every registered block survives every format -------------------------------------------------

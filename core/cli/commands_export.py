@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--study", metavar="NAME", help="the best FINISHED trial of this study")
     src.add_argument("--ablation", metavar="NAME",
-                     help="the variant with the best mean over seeds; its seed closest to that mean")
+                     help="the variant with the best mean over seeds, if it beats the runner-up seed by seed "
+                          "(paired test, p < 0.05); its seed closest to that mean")
     src.add_argument("--run", metavar="RUN_ID", help="this MLflow run")
     src.add_argument("--best-of", metavar="EXPERIMENT", help="the FINISHED run with the best metric")
     p.add_argument("--metric", default="best_val_miou", help="selection metric (default: %(default)s)")
@@ -23,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with a two-objective --study: the K-th Pareto trial, best metric first (0 = default)")
     p.add_argument("--cost", default=None, choices=("latency_ms_per_image", "params"),
                    help="with --pareto-index: the second objective (default: read from the study's parent run)")
+    p.add_argument("--force", action="store_true",
+                   help="with --ablation: export the best-mean variant even when it is not significantly better "
+                        "than the runner-up (the model card says so)")
     p.add_argument("--name", default=None, help="registered model name (default: the study/ablation/experiment name)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="export folder (default: exports/NAME)")
     p.add_argument("--refit", action="store_true", help="retrain the chosen spec on train+validation first")
@@ -55,11 +59,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise AblateError("--trial and --pareto-index apply to --study only.")
     if args.trial is not None and args.pareto_index is not None:
         raise AblateError("Give --trial or --pareto-index, not both.")
+    if args.force and not args.ablation:
+        raise AblateError("--force applies to --ablation only (it overrides the winner-vs-runner-up check).")
     uri = tracking.setup(args.tracking_uri)
     sel = Selector(study=args.study, ablation=args.ablation, run_id=args.run, best_of=args.best_of,
-                   metric=args.metric, trial=args.trial, pareto_index=args.pareto_index, cost=args.cost)
+                   metric=args.metric, trial=args.trial, pareto_index=args.pareto_index, cost=args.cost,
+                   force=args.force)
     result = export_model(sel, out=args.out, name=args.name, refit=args.refit, tracking_uri=uri)
     print(f"chosen: {result.choice.reason}")
+    if result.choice.evidence:
+        print(f"evidence: {result.choice.evidence}")
     for check in result.checks:
         print(f"  {check.line()}")
     print(f"exported to {result.out_dir}/ (model.keras, saved_model/, model.tflite, model_card.md, ...)")

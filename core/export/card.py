@@ -71,6 +71,7 @@ def model_card(c: CardInputs) -> str:
         f"`models:/{c.model_name}@champion`.",
         "## Where it comes from",
         _provenance(c),
+        _evidence(c),
         "## Data",
         _data(c),
         "## Validation metrics (source run, best epoch)",
@@ -108,6 +109,16 @@ def _provenance(c: CardInputs) -> str:
                      "source run's).")
     lines += [f"- {k}: {v}" for k, v in c.extra.items()]
     return "\n".join(lines)
+
+
+def _evidence(c: CardInputs) -> str:
+    """An ablation's winner against its runner-up, paired by seed: the evidence, or plainly its absence."""
+    if not c.choice.evidence:
+        return ""
+    if c.choice.supported:
+        return f"## Evidence for the choice\n\n{c.choice.evidence}"
+    return ("## Evidence for the choice: none (exported with --force)\n\n"
+            f"**The exported variant was NOT significantly better than the runner-up.** {c.choice.evidence}")
 
 
 def _data(c: CardInputs) -> str:
