@@ -5,18 +5,23 @@ This is what ``ablate run`` calls and what ablation and study workers call per a
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 
 from core import tracking
 from core.cost import flops_per_image
-from core.metrics import CLASS_NAMES, confusion_matrix, iou_from_confusion
+from core.metrics import CLASS_NAMES, confusion_matrix, iou_from_confusion, per_image_iou, per_image_miou
 from core.spec import Spec
 from core.train import FitResult, Split, fit, load_data, predict_masks
+
+PER_IMAGE_ARTIFACT = "per_image.parquet"  # per-image validation IoU of the restored best model
 
 
 @dataclass
@@ -34,11 +39,37 @@ def mask_sample(split: Split, n: int) -> tuple[np.ndarray, np.ndarray]:
     return split.x_val[idx], split.y_val[idx]
 
 
+def per_image_frame(index: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
+    """One row per image: its index in the loaded data, its mIoU and each scored class's IoU.
+
+    See :func:`core.metrics.per_image_iou` for the definition (nan: class absent from the image).
+
+    Example:
+        >>> t = np.array([[[1, 2]]], dtype=np.uint8)
+        >>> per_image_frame(np.array([7]), t, t)[["index", "miou", "iou_soil"]].values.tolist()
+        [[7.0, 1.0, 1.0]]
+    """
+    ious = per_image_iou(y_true, y_pred)
+    frame = pd.DataFrame({"index": np.asarray(index, dtype=np.int64), "miou": per_image_miou(ious)})
+    for k in range(1, ious.shape[1] + 1):
+        frame[f"iou_{CLASS_NAMES[k]}"] = ious[:, k - 1]
+    return frame
+
+
+def log_per_image(frame: pd.DataFrame) -> None:
+    """Logs a :func:`per_image_frame` to the active run as ``per_image.parquet``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / PER_IMAGE_ARTIFACT
+        frame.to_parquet(path, index=False)
+        tracking.log_artifact(path)
+
+
 def summarize(model: keras.Model, split: Split, result: FitResult) -> dict[str, float]:
     """Final validation figures of the restored best model, plus cost figures.
 
-    One timed, batched pass over the validation set gives both the confusion matrix and the
-    inference latency per image, after one untimed batch that traces the predict function.
+    One timed, batched pass over the validation set gives the confusion matrix, the per-image
+    IoUs (``result.extras["per_image"]``, see :func:`per_image_frame`) and the inference latency
+    per image, after one untimed batch that traces the predict function.
     """
     predict_masks(model, split.x_val[:32], batch_size=32)
     t0 = time.perf_counter()
@@ -54,6 +85,7 @@ def summarize(model: keras.Model, split: Split, result: FitResult) -> dict[str, 
                    latency_ms_per_image=1000 * latency,
                    flops_per_image=flops_per_image(model))
     result.extras["confusion"] = cm
+    result.extras["per_image"] = per_image_frame(split.val_index, split.y_val, pred)
     return summary
 
 
@@ -85,6 +117,7 @@ def run_spec(
         summary = summarize(result.model, split, result)
         tracking.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
         tracking.log_figure(tracking.confusion_figure(result.extras["confusion"]), "confusion_matrix.png")
+        log_per_image(result.extras["per_image"])
         if spec.tracking.log_model:
             tracking.log_keras_model(result.model)
         return RunOutcome(run.info.run_id, result, summary)

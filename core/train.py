@@ -32,7 +32,12 @@ from core.spec import Spec
 
 @dataclass
 class Split:
-    """Train/validation arrays of one run (fixed by the spec's seed)."""
+    """Train/validation arrays of one run (fixed by the spec's seed).
+
+    ``val_index[i]`` is the index of validation image ``i`` in the loaded data set (after
+    ``data.limit``, before cleaning), so one image can be matched across seeds and arms. A split
+    built from arrays of one's own without it gets positions ``0..len(x_val)-1``.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -40,6 +45,15 @@ class Split:
     y_val: np.ndarray
     fingerprint: str
     path: str
+    val_index: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # empty: not given
+
+    def __post_init__(self) -> None:
+        self.val_index = np.asarray(self.val_index, dtype=np.int64)
+        if self.val_index.size == 0:
+            self.val_index = np.arange(len(self.x_val), dtype=np.int64)
+        if self.val_index.shape != (len(self.x_val),):
+            raise ValueError(f"Split.val_index must hold one index per validation image ({len(self.x_val)}); "
+                             f"got shape {self.val_index.shape}.")
 
 
 @dataclass
@@ -62,15 +76,16 @@ def load_data(spec: Spec, data: MarsData | None = None) -> Split:
         path = spec.data.path or str(default_data_path())
         data = load_npz(path, limit=spec.data.limit)
     images, masks, groups = data.images, data.masks, data.groups
+    keep = np.arange(len(masks), dtype=np.int64)  # index in the loaded data of each kept pair
     if spec.data.clean:
         from core.data.clean import find_outliers
 
         removed = np.asarray(find_outliers(masks, images=images).removed, dtype=int)
-        keep = np.setdiff1d(np.arange(len(masks)), removed)
+        keep = np.setdiff1d(keep, removed)
         images, masks = images[keep], masks[keep]
         groups = groups[keep] if groups is not None else None
     tr, va = split_indices(len(images), spec.data.val_fraction, spec.seed, groups=groups)
-    return Split(images[tr], masks[tr], images[va], masks[va], data.fingerprint, data.path)
+    return Split(images[tr], masks[tr], images[va], masks[va], data.fingerprint, data.path, keep[va])
 
 
 def set_seed(seed: int) -> None:

@@ -47,7 +47,7 @@ def refit(choice: Choice) -> str:
         raise AblateError(f"--refit: the data file '{split.path}' (fingerprint {split.fingerprint}) is not the one "
                           f"run {source.info.run_id} trained on (fingerprint {expected}); restore that file.")
     full = Split(np.concatenate([split.x_train, split.x_val]), np.concatenate([split.y_train, split.y_val]),
-                 split.x_val, split.y_val, split.fingerprint, split.path)
+                 split.x_val, split.y_val, split.fingerprint, split.path, split.val_index)
     experiment = client.get_experiment(source.info.experiment_id).name
     tags = {"ablate.kind": "refit", "refit_of": source.info.run_id, "validation": "seen in training (refit)"}
     return run_spec(spec, experiment=experiment, tags=tags, split=full, run_name=spec.name).run_id
