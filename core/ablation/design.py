@@ -18,16 +18,18 @@ A delta is merged onto the base spec; keys of the model section may be written w
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import SpecError
 from core.spec import Spec, deep_merge, read_yaml, resolve_base, set_dotted, validate
+
+if TYPE_CHECKING:
+    from core.sequential import SequentialDesign
 
 BASELINE = "baseline"
 _SPEC_SECTIONS = set(Spec.model_fields)
@@ -40,6 +42,15 @@ class Budget(BaseModel):
     data_limit: int | None = Field(None, ge=2)
 
 
+class SeedRange(BaseModel):
+    """``seeds: {min: 3, max: 10}``: run seeds in rounds until every variant is decided."""
+
+    model_config = ConfigDict(extra="forbid")
+    min: int = Field(3, ge=2)  # fewer than 2 pairs give no variance, so no test at all
+    max: int = Field(10, ge=2)
+    step: int | None = Field(None, ge=1)  # seeds added per round (None: the sequential module's default)
+
+
 class AblationFile(BaseModel):
     """The validated content of an ablation YAML file."""
 
@@ -47,15 +58,29 @@ class AblationFile(BaseModel):
     name: str
     description: str = ""
     base: str | dict[str, Any]
-    design: Literal["one-at-a-time", "leave-one-out", "factorial"] = "one-at-a-time"
-    seeds: int | list[int] = 3
+    design: str = "one-at-a-time"  # a name in core.ablation.designs.DESIGNS, checked by expand()
+    seeds: int | list[int] | SeedRange = 3
+    # The smallest change in val mIoU worth detecting: sizes the seeds in `ablate ablation plan`.
+    min_effect: float = Field(0.01, gt=0.0, lt=1.0)
+    alpha: float = Field(0.05, gt=0.0, lt=0.5)  # family-wise error rate of the verdicts
+    test: Literal["paired-t", "permutation"] = "paired-t"  # primary test (see core.stats)
+    correction: Literal["holm", "bonferroni"] = "holm"  # multiplicity across the variants
     budget: Budget = Budget()
     factors: dict[str, dict[str, dict[str, Any]]]
 
 
 @dataclass
 class Arm:
-    """One arm: a variant (or the baseline) with its fully resolved spec (seed excluded)."""
+    """One arm: a variant (or the baseline) with its fully resolved spec (seed excluded).
+
+    ``levels`` maps each factor the arm sets to its level ("baseline" for the base level);
+    the designs' analyses read it back from the logged payload.
+
+    Example:
+        >>> arm = load_ablation("ablations/skip_x_depth.yaml").arm("skip=add,depth=d4")
+        >>> arm.levels, arm.with_seed(1).seed
+        ({'skip': 'add', 'depth': 'd4'}, 1)
+    """
 
     key: str  # unique, e.g. "skip=add" or "baseline"
     factor: str
@@ -75,8 +100,18 @@ class Ablation:
     name: str
     design: str
     arms: list[Arm]
-    seeds: list[int]
+    seeds: list[int]  # every seed an arm may run (a sequential design runs a prefix per arm)
     description: str = ""
+    alpha: float = 0.05
+    min_effect: float = 0.01
+    test: str = "paired-t"
+    correction: str = "holm"
+    sequential: SequentialDesign | None = None  # None: every arm runs every seed
+    screening: bool = False  # run although the plan cannot reach alpha; the report says so
+
+    @property
+    def variants(self) -> list[Arm]:
+        return [a for a in self.arms if not a.is_baseline]
 
     @property
     def baseline(self) -> Arm:
@@ -114,8 +149,14 @@ def _apply(base_raw: dict[str, Any], delta: dict[str, Any], where: str,
         raise SpecError(f"{where}: {e}") from None
 
 
-def load_ablation(path: str | Path, seeds: int | list[int] | None = None, overrides: list[str] = ()) -> Ablation:
-    """Reads, validates and expands an ablation file into arms."""
+def load_ablation(path: str | Path, seeds: int | list[int] | None = None, overrides: list[str] = (),
+                  until_decided: bool = False, max_seeds: int | None = None) -> Ablation:
+    """Reads, validates and expands an ablation file into arms.
+
+    ``seeds`` (the CLI's ``--seeds N``) forces a fixed design of N seeds; ``until_decided``
+    (``--until-decided [--max-seeds N]``) forces a sequential one, from the file's seed count
+    (or ``seeds.min``) up to ``max_seeds`` (or ``seeds.max``, or 10).
+    """
     raw = read_yaml(path)
     try:
         ab = AblationFile.model_validate(raw)
@@ -127,9 +168,38 @@ def load_ablation(path: str | Path, seeds: int | list[int] | None = None, overri
         raw = _apply_budget(_base_raw(base, Path(path)), ab.budget, overrides)
         return {**raw, "name": ab.name}
 
-    seed_list = _seeds(seeds if seeds is not None else ab.seeds)
     arms = expand(ab, prepared(ab.base), rebase=prepared)
-    return Ablation(ab.name, ab.design, arms, seed_list, ab.description)
+    seed_list, sequential = _seed_plan(ab, seeds, until_decided, max_seeds)
+    return Ablation(ab.name, ab.design, arms, seed_list, ab.description, alpha=ab.alpha, min_effect=ab.min_effect,
+                    test=ab.test, correction=ab.correction, sequential=sequential)
+
+
+def _seed_plan(ab: AblationFile, seeds: int | list[int] | None, until_decided: bool,
+               max_seeds: int | None) -> tuple[list[int], SequentialDesign | None]:
+    """The seeds and, for ``seeds: {min, max}`` or ``--until-decided``, the sequential design."""
+    if seeds is not None and until_decided:
+        raise SpecError("Give either --seeds N (a fixed design) or --until-decided (a sequential one), not both.")
+    if max_seeds is not None and not until_decided:
+        raise SpecError("--max-seeds only applies with --until-decided.")
+    if seeds is not None:
+        return _seeds(seeds), None
+    file = ab.seeds
+    if not until_decided and not isinstance(file, SeedRange):
+        return _seeds(file), None
+    if isinstance(file, SeedRange):
+        low, high, step = file.min, file.max, file.step
+    else:
+        low, high, step = (len(file) if isinstance(file, list) else file), 10, None
+    high = max_seeds if max_seeds is not None else high
+    from core.sequential import SequentialDesign
+
+    try:
+        design = SequentialDesign(min_seeds=low, max_seeds=high, alpha=ab.alpha, min_effect=ab.min_effect,
+                                  **({"step": step} if step else {}))
+    except ValueError as e:
+        raise SpecError(f"Ablation '{ab.name}': sequential seeds: {e}") from None
+    first = file if isinstance(file, list) else []
+    return (first + [s for s in range(10 * high) if s not in first])[:high], design
 
 
 def _base_raw(base: str | dict[str, Any], origin: Path) -> dict[str, Any]:
@@ -164,44 +234,16 @@ def _seeds(seeds: int | list[int]) -> list[int]:
 
 def expand(ab: AblationFile, base_raw: dict[str, Any],
            rebase: Callable[[str], dict[str, Any]] | None = None) -> list[Arm]:
-    """The arms of the design; deltas that change nothing are errors.
+    """The arms of the ablation's design (``core.ablation.designs.DESIGNS``), baseline first.
 
-    A one-at-a-time or leave-one-out variant may start from another preset (``base: FILE``,
-    relative to the ablation file), with the same budget and overrides as the base.
+    Empty factors and deltas that change nothing are errors. A one-at-a-time or
+    leave-one-out variant may start from another preset (``base: FILE``, relative to the
+    ablation file), with the same budget and overrides as the base.
     """
-    if not ab.factors:
-        raise SpecError(f"Ablation '{ab.name}' has no factors; expected at least one factor with variants.")
-    base = validate(base_raw)
-    baseline = Arm(BASELINE, "", BASELINE, True, base)
-    arms = [baseline]
-    if ab.design == "factorial":
-        levels = {f: [BASELINE, *variants] for f, variants in ab.factors.items()}
-        for combo in itertools.product(*levels.values()):
-            chosen = dict(zip(levels, combo, strict=True))
-            changed = {f: v for f, v in chosen.items() if v != BASELINE}
-            if not changed:
-                continue
-            delta: dict[str, Any] = {}
-            for f, v in changed.items():
-                delta = deep_merge(delta, normalise_delta(ab.factors[f][v]))
-            key = ",".join(f"{f}={v}" for f, v in chosen.items())
-            arms.append(Arm(key, "+".join(changed), key, False, _apply(base_raw, delta, f"arm {key}"), chosen))
-    else:
-        for factor, variants in ab.factors.items():
-            if not variants:
-                raise SpecError(f"Factor '{factor}' has no variants.")
-            for variant, delta in variants.items():
-                key = f"{factor}={variant}"
-                label = f"without {factor}" if ab.design == "leave-one-out" else variant
-                arms.append(Arm(key, factor, label, False, _apply(base_raw, delta, f"variant {key}", rebase),
-                                {factor: variant}))
-    seen: dict[str, str] = {base.spec_hash: BASELINE}
-    for arm in arms[1:]:
-        h = arm.spec.spec_hash
-        if h in seen:
-            raise SpecError(
-                f"Variant '{arm.key}' changes nothing relative to '{seen[h]}' (same resolved spec); "
-                f"give it a delta that differs from the base."
-            )
-        seen[h] = arm.key
-    return arms
+    from core.ablation.designs import DESIGNS  # designs.py builds on this module's Arm and _apply
+
+    try:
+        design = DESIGNS.build(ab.design)
+    except SpecError as e:
+        raise SpecError(f"Ablation '{ab.name}': {e}") from None
+    return design.expand(ab, base_raw, rebase)
