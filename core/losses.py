@@ -111,7 +111,7 @@ def class_weights(masks: Any, power: float, cap: float, ignore_background: bool,
     return [0.0] * first + [float(v) for v in np.minimum(w, cap)]
 
 
-@LOSSES.register("weighted_ce")
+@LOSSES.register("weighted_ce", ignored_with={"weights": ("power", "cap")})  # explicit weights are kept as given
 class WeightedCrossEntropy(PixelLoss):
     """Class-weighted cross-entropy; weights from the training masks' label frequencies, capped.
 

@@ -7,6 +7,12 @@ A block is registered with a decorator and built from a config dict::
 
     layer = SKIPS.build({"type": "concat"})
 
+A spec may set exactly the keys the block uses: the constructor's arguments, less the ones the
+builder supplies for the whole kind (``supplied``, e.g. ``filters``), less any an entry declares
+ignored next to another key (``ignored_with``). A constructor must not accept an argument it
+ignores "for a uniform interface": the builder passes optional arguments only to blocks whose
+constructor names them (see ``core.models.unet.takes``).
+
 Registering a ``keras.layers.Layer`` (or any class with ``get_config``) also makes it
 Keras-serializable under the package ``ablate``, so a saved ``.keras`` model reloads in a
 fresh process after ``import core``.
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import keras
@@ -31,6 +37,8 @@ class Registry:
 
     Args:
         kind: what the components are, used in messages ("skip", "loss").
+        supplied: constructor arguments the builder passes to every component of this kind
+            (``filters``, ``kernel_regularizer``); a spec may not set them.
 
     Example:
         >>> LOSSES = Registry("loss")
@@ -39,20 +47,28 @@ class Registry:
         >>> LOSSES.build({"type": "ce"})
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, supplied: Iterable[str] = ()) -> None:
         self.kind = kind
+        self.supplied = tuple(supplied)
         self._entries: dict[str, Callable[..., Any]] = {}
         # Nested block parameters: {component name: {param name: Registry}}; validated recursively.
         self._nested: dict[str, dict[str, Registry]] = {}
+        # {component name: {key: keys the component ignores when that key is set (not None)}}.
+        self._ignored_with: dict[str, dict[str, tuple[str, ...]]] = {}
 
     def register(
-        self, name: str, nested: Mapping[str, Registry] | None = None
+        self,
+        name: str,
+        nested: Mapping[str, Registry] | None = None,
+        ignored_with: Mapping[str, Iterable[str]] | None = None,
     ) -> Callable[[T], T]:
         """Decorator that adds a class or builder function under ``name``.
 
         Args:
             name: the short name specs use (``{"type": name}``).
             nested: parameters whose values are themselves block configs of another registry.
+            ignored_with: ``{key: other keys}``: when ``key`` is set (not None), the component
+                ignores the other keys, so a spec giving both is an error.
         """
 
         def decorator(obj: T) -> T:
@@ -67,6 +83,7 @@ class Registry:
                 )(obj)
             self._entries[name] = obj  # type: ignore[assignment]
             self._nested[name] = dict(nested or {})
+            self._ignored_with[name] = {k: tuple(v) for k, v in (ignored_with or {}).items()}
             return obj
 
         return decorator
@@ -102,18 +119,29 @@ class Registry:
         kwargs = dict(config)
         return str(kwargs.pop("type")), kwargs
 
+    def keys(self, name: str) -> list[str]:
+        """The keys a spec may set on ``name``: its constructor's arguments less the supplied ones."""
+        return sorted(_accepted_params(self.get(name)) - set(self.supplied))
+
     def validate(self, config: Mapping[str, Any] | str, where: str = "", reserved: tuple[str, ...] = ()) -> None:
-        """Checks the name and every key against the constructor's signature, recursively."""
+        """Checks the name and every key against the constructor's signature, recursively.
+
+        A key is an error if the constructor does not take it, if the caller or the builder
+        supplies it (``reserved``, ``supplied``) or if the block ignores it next to another key
+        (``ignored_with``). Errors name the key, the place, the block type and the allowed keys.
+        """
         name, kwargs = self.split(config)
         target = self.get(name)
         where = where or self.kind
-        params = _accepted_params(target)
+        taken = set(reserved) | set(self.supplied)
+        allowed = sorted(_accepted_params(target) - taken)
         defaults = _defaults(target)
         for key, value in kwargs.items():
-            if key in reserved or (params is not None and key not in params):
-                allowed = ", ".join(sorted(p for p in (params or ()) if p not in reserved)) or "(none)"
+            if key not in allowed:
+                why = ": the builder supplies it" if key in self.supplied else ""
                 raise SpecError(
-                    f"Unknown key '{key}' in {where} (type '{name}'). Allowed keys: {allowed}."
+                    f"Unknown key '{key}' in {where} (type '{name}'){why}. "
+                    f"Allowed keys: {', '.join(allowed) or '(none)'}."
                 )
             _check_scalar(f"{where}.{key}", value, defaults.get(key, inspect.Parameter.empty))
             sub = self._nested[name].get(key)
@@ -123,6 +151,18 @@ class Registry:
                         sub.validate(item, where=f"{where}.{key}[{i}]")
                 elif value is not None:
                     sub.validate(value, where=f"{where}.{key}")
+        self._check_ignored(name, kwargs, where)
+
+    def _check_ignored(self, name: str, kwargs: Mapping[str, Any], where: str) -> None:
+        for key, others in self._ignored_with[name].items():
+            if kwargs.get(key) is None:
+                continue
+            for other in others:
+                if other in kwargs:
+                    raise SpecError(
+                        f"Key '{other}' in {where} (type '{name}') is ignored when '{key}' is set; "
+                        f"remove one of them."
+                    )
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -173,8 +213,8 @@ def _check_scalar(where: str, value: Any, default: Any) -> None:
         raise SpecError(f"Invalid value for '{where}': expected {expected} (default {default!r}), got {value!r}.")
 
 
-def _accepted_params(target: Callable[..., Any]) -> set[str] | None:
-    """Names the constructor accepts; ``None`` if it takes arbitrary keywords by design."""
+def _accepted_params(target: Callable[..., Any]) -> set[str]:
+    """Names the constructor accepts by name (``**kwargs`` forwarded to Keras is not counted)."""
     fn = target.__init__ if inspect.isclass(target) else target  # type: ignore[misc]
     sig = inspect.signature(fn)
     names = {
@@ -186,13 +226,16 @@ def _accepted_params(target: Callable[..., Any]) -> set[str] | None:
 
 
 # One registry per component kind. Modules under core/ register into these.
-MODELS = Registry("model")
-CONV_BLOCKS = Registry("conv block")
+# ``supplied``: what the builders pass (the task's classes and input shape; every block's width and
+# kernel penalty, see core.models.unet.Branch.block and the coarse-fine fusion).
+_WIDTH = ("filters", "kernel_regularizer")
+MODELS = Registry("model", supplied=("num_classes", "input_shape"))
+CONV_BLOCKS = Registry("conv block", supplied=_WIDTH)
 SKIPS = Registry("skip")
-BOTTLENECKS = Registry("bottleneck")
-UPSAMPLERS = Registry("upsampler")
+BOTTLENECKS = Registry("bottleneck", supplied=_WIDTH)
+UPSAMPLERS = Registry("upsampler", supplied=_WIDTH)
 REGULARIZERS = Registry("regularizer")
-FUSIONS = Registry("fusion")
+FUSIONS = Registry("fusion", supplied=_WIDTH)
 BRANCHES = Registry("branch")  # the global branch of the coarse-fine model
 LOSSES = Registry("loss")
 AUGMENTATIONS = Registry("augmentation")

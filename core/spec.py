@@ -2,8 +2,8 @@
 
 A spec is loaded from YAML, patched with ``key=value`` dotted overrides, validated once
 (types by pydantic, block names and their keys against the registries) and then drives
-data loading, model building, training and tracking. Its canonical JSON gives a stable
-``spec_hash``.
+data loading, model building, training and tracking. ``Spec.identity()`` (what changes
+training, with the data's content fingerprint in place of its path) gives a stable ``spec_hash``.
 
 Example:
     >>> spec = load_spec("ablations/presets/unet-baseline.yaml", ["train.epochs=3"])
@@ -96,17 +96,52 @@ class Spec(_Strict):
         """Sorted-key compact JSON: equal specs give equal strings."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
+    def identity(self) -> dict[str, Any]:
+        """What identifies the run: exactly the dict ``spec_hash`` hashes.
+
+        Every section that changes training (seed, data, model, loss, optimizer, schedule, train,
+        augment), with ``data.path`` replaced by ``data.fingerprint``, the identity of the data's
+        content (``core.data.loader.data_identity``): the same file copied elsewhere is the same
+        data, and a file rewritten at the same path is not. Left out: ``name`` and ``tracking``,
+        which change what is logged, not what is trained. ``data.path: null`` (the synthetic
+        default) is identified by its generator (``core.data.default.default_data_identity``);
+        a missing file by ``missing:<absolute path>`` (the loader raises when a run loads it).
+
+        Example:
+            >>> spec.identity()["data"]
+            {'val_fraction': 0.2, 'limit': None, 'clean': False, 'fingerprint': '3f0c2b9a1d7e5c44'}
+        """
+        out = self.to_dict()
+        for key in _NOT_IDENTITY:
+            out.pop(key)
+        data = out["data"]
+        data["fingerprint"] = data_fingerprint(data.pop("path"))
+        return out
+
     @property
     def spec_hash(self) -> str:
-        """Stable 12-hex-digit hash of everything that defines the run (the name excluded)."""
-        d = self.to_dict()
-        d.pop("name", None)
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        """Stable 12-hex-digit hash of ``identity()``: the id of a run and of an ablation arm."""
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def flat(self) -> dict[str, str]:
         """Flattened ``dotted.key -> value`` params for MLflow."""
         return flatten(self.to_dict())
+
+
+# Sections that do not change training: a run's name and what it logs.
+_NOT_IDENTITY = ("name", "tracking")
+
+
+def data_fingerprint(path: str | None) -> str:
+    """The identity of a spec's data: the content fingerprint of ``path``, or of the default set."""
+    if path is None:
+        from core.data.default import default_data_identity
+
+        return default_data_identity()
+    from core.data.loader import data_identity
+
+    return data_identity(path)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -243,7 +278,7 @@ def validate(raw: Mapping[str, Any]) -> Spec:
 def _validate_blocks(spec: Spec) -> None:
     from core import registry as R
 
-    R.MODELS.validate(spec.model, where="model", reserved=("num_classes", "input_shape"))  # set by the task
+    R.MODELS.validate(spec.model, where="model")  # num_classes and input_shape: supplied by the task
     R.LOSSES.validate(spec.loss, where="loss")
     R.OPTIMIZERS.validate(spec.optimizer, where="optimizer")
     R.SCHEDULES.validate(spec.schedule, where="schedule")

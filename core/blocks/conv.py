@@ -2,7 +2,8 @@
 
 Every block takes ``filters`` and ``kernel_regularizer`` from the model builder. Blocks whose
 constructor has a ``drop_path`` argument also receive the regularizer's stochastic-depth rate
-(see ``core.blocks.regularizers``); a rate set in the block's own config wins.
+(see ``core.blocks.regularizers``); a rate set in the block's own config wins. A block takes only
+arguments it uses: one without a residual branch has no ``drop_path``, so a spec setting it fails.
 """
 
 from __future__ import annotations
@@ -19,24 +20,16 @@ from core.registry import CONV_BLOCKS
 class DoubleConv(Block):
     """Two conv-BN-ReLU units: the classic U-Net stage.
 
-    It has no residual branch, so ``drop_path`` is accepted for a uniform interface and ignored:
-    dropping the whole stage would cut the network.
+    It has no residual branch (dropping the whole stage would cut the network), so it takes no
+    ``drop_path``: the builder passes the stochastic-depth rate only to blocks that take it.
 
     Example:
         >>> CONV_BLOCKS.build({"type": "double"}, filters=16)
     """
 
-    def __init__(
-        self,
-        filters: int,
-        kernel_size: int = 3,
-        drop_path: float = 0.0,
-        kernel_regularizer: Any = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, filters: int, kernel_size: int = 3, kernel_regularizer: Any = None, **kwargs: Any) -> None:
         super().__init__(filters, kernel_regularizer, **kwargs)
         self.kernel_size = int(kernel_size)
-        self.drop_path = float(drop_path)
         reg = self.kernel_regularizer
         self.units = conv_bn_relu(filters, kernel_size, kernel_regularizer=reg) + conv_bn_relu(
             filters, kernel_size, kernel_regularizer=reg
@@ -46,7 +39,12 @@ class DoubleConv(Block):
         return run_layers(self.units, x, training)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "kernel_size": self.kernel_size, "drop_path": self.drop_path}
+        return {**super().get_config(), "kernel_size": self.kernel_size}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DoubleConv:
+        # Models saved while this block still took (and ignored) drop_path reload unchanged.
+        return super().from_config({k: v for k, v in config.items() if k != "drop_path"})
 
 
 @CONV_BLOCKS.register("residual")

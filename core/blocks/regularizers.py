@@ -113,8 +113,8 @@ class StochasticDepth(Regularizer):
     """Stochastic depth: residual branches dropped with probability ``rate`` (blocks with drop_path).
 
     Applies to blocks that take ``drop_path``: the residual conv block, the SE branch of the se
-    conv block and the transformer bottleneck; the double conv block has no residual branch and
-    ignores it.
+    conv block and the transformer bottleneck. The double conv block has no residual branch and
+    takes no ``drop_path``; a branch where no block would receive the rate is a spec error.
     """
 
     def __init__(self, rate: float = 0.1) -> None:

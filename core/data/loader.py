@@ -8,6 +8,7 @@ is reported as a one-line :class:`~core.errors.DataError` when the file is loade
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import zipfile
@@ -58,6 +59,44 @@ def file_fingerprint(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def cached_fingerprint(path: str | os.PathLike[str]) -> str:
+    """:func:`file_fingerprint`, computed once per process per version of the file.
+
+    The cache key is (real path, inode, size, mtime_ns): a file rewritten or replaced in place gets
+    a new key, so hashing a spec many times reads a 72 MB file once.
+
+    Raises:
+        OSError: the file cannot be read (e.g. FileNotFoundError).
+    """
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return _fingerprint_of(real, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint_of(real: str, inode: int, size: int, mtime_ns: int) -> str:
+    return file_fingerprint(real)
+
+
+def data_identity(path: str | os.PathLike[str]) -> str:
+    """What identifies the data of a file in a run's identity: its content fingerprint.
+
+    A file that does not exist (yet) is identified as ``missing:<absolute path>`` rather than
+    raising here: the spec hash stays computable (``ablate spec``, dry runs, another machine) and
+    the loader raises its clear DataError when a run actually loads it.
+
+    Example:
+        >>> data_identity("../shared/data/mars_ai4mars_64x128.npz")
+        '3f0c...'
+    """
+    try:
+        return cached_fingerprint(path)
+    except FileNotFoundError:
+        return f"missing:{os.path.abspath(path)}"
+    except OSError:  # a folder, no permission: the loader names the problem when the run starts
+        return f"unreadable:{os.path.abspath(path)}"
 
 
 def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -222,7 +261,7 @@ def load_npz(path: str | os.PathLike[str], limit: int | None = None) -> MarsData
         DataError: the file is missing, unreadable or not in the expected layout.
     """
     arrays = read_arrays(path)
-    return from_arrays(arrays, str(path), file_fingerprint(path), limit)
+    return from_arrays(arrays, str(path), cached_fingerprint(path), limit)
 
 
 def split_indices(

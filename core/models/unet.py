@@ -180,6 +180,33 @@ def check_branch(config: Mapping[str, Any], where: str, height: int = 64, width:
             branch.block(registry, getattr(branch, key), level, f"check_{key}")
     with spec_errors(f"{where}.skip"):
         SKIPS.build(branch.skip)
+    check_drop_path(branch, config.get("regularizer") or {"type": "none"}, where)
+
+
+# The slots whose blocks may take the regularizer's drop-path rate (see ``Branch.block``).
+DROP_PATH_SLOTS: dict[str, Registry] = {"conv": CONV_BLOCKS, "bottleneck": BOTTLENECKS, "upsample": UPSAMPLERS}
+
+
+def check_drop_path(branch: Branch, regularizer: Mapping[str, Any], where: str) -> None:
+    """Raises a SpecError if the regularizer's drop-path rate would reach no block of the branch.
+
+    ``Branch.block`` passes the rate only to blocks whose constructor takes ``drop_path`` and
+    whose own config does not set it; when none does, the regularizer is silently a no-op.
+    """
+    if not branch.reg.drop_path:
+        return
+    slots = {key: getattr(branch, key) for key in DROP_PATH_SLOTS}
+    if any(takes(DROP_PATH_SLOTS[key], config, "drop_path") and "drop_path" not in config
+           for key, config in slots.items()):
+        return
+    used = ", ".join(f"{key} '{DROP_PATH_SLOTS[key].split(config)[0]}'" for key, config in slots.items())
+    takers = "; ".join(f"{key}: {', '.join(names)}" for key, registry in DROP_PATH_SLOTS.items()
+                       if (names := [n for n in registry.names() if "drop_path" in registry.keys(n)]))
+    raise SpecError(
+        f"{where}.regularizer (type '{regularizer.get('type')}') has no effect: no block of this branch "
+        f"receives its drop-path rate ({used}; a block's own drop_path wins). "
+        f"Blocks that take drop_path: {takers}. Pick one of them or another regularizer."
+    )
 
 
 @contextmanager
