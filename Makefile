@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml
 $(DEMO_DATA): | $(STAMP)
 	$(BIN)/ablate data synth --out $(DEMO_DATA) --n 1200 --n-test 200 --seed 0
 
-# A small ablation on the embedded synthetic data: 5 skip types x 2 paired seeds, short budget.
+# A small sequential ablation on the embedded synthetic data (ablations/demo.yaml): a skip change and a
+# positive control that cannot learn, which must be found worse; plan first, then 3-5 seeds in rounds.
 demo: $(STAMP) $(DEMO_DATA)
 	$(BIN)/ablate data inspect $(DEMO_DATA)
-	$(BIN)/ablate ablation run ablations/skip_connections.yaml --seeds 2 \
-		train.epochs=3 train.early_stopping=0 data.limit=600 model.filters=8
+	$(BIN)/ablate ablation plan ablations/demo.yaml model.filters=8 --no-store
+	$(BIN)/ablate ablation run ablations/demo.yaml model.filters=8
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import mlflow
@@ -17,29 +18,83 @@ from mlflow.tracking import MlflowClient
 
 from core.ablation.collect import CLASS_METRICS, COST_METRICS, AblationRecord, collect
 from core.ablation.design import BASELINE
-from core.stats import compare_arms
+from core.ablation.html import to_html
+from core.ablation.words import baseline_sentence, comparison_line, reason, what_changes
+from core.stats import PROB_BETTER_EXPLAINED, compare_arms
 
 REPORT_FILES = ("report.md", "report.csv", "deltas.png", "per_class.png", "masks.png")
 
 
 def ablation_table(record: AblationRecord) -> pd.DataFrame:
-    """One row per arm: statistics of val mIoU and per-class IoU against the baseline, and cost."""
+    """One row per arm: statistics of val mIoU and per-class IoU against the baseline, and cost.
+
+    For a sequential ablation the verdict is the sequential rule's (``decision`` says where and
+    why each variant stopped): fixed-sample p-values after optional stopping are shown as
+    nominal figures only.
+    """
     runs = record.runs
     if runs.empty:
         return pd.DataFrame()
-    order = list(record.payload["arms"])
-    main = compare_arms(runs, metric="val_miou", baseline=BASELINE)
-    per_class = compare_arms(runs, baseline=BASELINE, metrics=CLASS_METRICS)
+    payload = record.payload
+    order = list(payload["arms"])
+    alpha = float(payload.get("alpha", 0.05))
+    main = compare_arms(runs, metric="val_miou", baseline=BASELINE, alpha=alpha)
+    per_class = compare_arms(runs, baseline=BASELINE, metrics=CLASS_METRICS, alpha=alpha)
     keep = [c for c in per_class.columns if c.endswith((".mean", ".delta", ".p_adj", ".verdict"))]
     table = main.merge(per_class[["variant", *keep]], on="variant")
     ok = runs[runs["status"] == "FINISHED"]
     cost = ok.groupby("variant")[COST_METRICS].mean()
     table = table.merge(cost, left_on="variant", right_index=True, how="left")
     meta = pd.DataFrame([{"variant": k, "factor": a["factor"], "label": a["variant"]}
-                         for k, a in record.payload["arms"].items()])
+                         for k, a in payload["arms"].items()])
     table = meta.merge(table, on="variant", how="right")
     table["_order"] = table["variant"].map({k: i for i, k in enumerate(order)})
-    return table.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+    table = table.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+    table["decision"] = ""
+    if payload.get("sequential"):
+        _apply_sequential(table, ok, payload)
+    table["change"] = [_change(payload, k) for k in table["variant"]]
+    return table
+
+
+def _change(payload: dict, key: str) -> str:
+    return "" if key == BASELINE or key not in payload["arms"] else what_changes(payload, key)
+
+
+def _apply_sequential(table: pd.DataFrame, ok: pd.DataFrame, payload: dict) -> None:
+    """Verdicts from the sequential rule, replayed from the finished values (as the run took them)."""
+    from core.sequential import SequentialDesign, decide
+
+    design = SequentialDesign(**payload["sequential"])
+    values = {k: dict(zip(g["seed"], g["val_miou"], strict=True)) for k, g in ok.groupby("variant")}
+    base = values.get(BASELINE, {})
+    seeds = payload["seeds"]
+    deltas = {k: [values[k][s] - base[s] for s in seeds if s in values.get(k, {}) and s in base]
+              for k in payload["arms"] if k != BASELINE}
+    decisions = decide(design, deltas)
+    for i, key in enumerate(table["variant"]):
+        d = decisions.get(key)
+        if d is None:
+            continue
+        status = "no evidence" if d.status == "continue" else d.status
+        why = d.reason if d.status != "continue" else f"undecided at {d.n} seeds (runs missing or failed)"
+        table.loc[i, "verdict"] = status
+        table.loc[i, "decision"] = f"sequential: {why}"
+
+
+def comparison_lines(record: AblationRecord, table: pd.DataFrame) -> list[str]:
+    """One plain-language line per variant (see ``core.ablation.words``)."""
+    rows = table[table["variant"] != BASELINE]
+    lines = []
+    for _, r in rows.iterrows():
+        lines.append(comparison_line(r["variant"], r["change"], r["delta"], r["delta_ci_low"], r["delta_ci_high"],
+                                     r["verdict"], reason(r, record.payload, len(rows))))
+    return lines
+
+
+def summary_lines(table: pd.DataFrame) -> list[str]:
+    """The printed summary at the end of a run: the baseline and one line per variant."""
+    return list(table.attrs.get("summary", []))
 
 
 def _fmt(x: float, digits: int = 3, signed: bool = False) -> str:
@@ -48,19 +103,63 @@ def _fmt(x: float, digits: int = 3, signed: bool = False) -> str:
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def markdown(record: AblationRecord, table: pd.DataFrame) -> str:
-    """The publication-style table with a header saying how it was obtained."""
-    seeds = record.payload["seeds"]
+def _unit(x: float) -> float:
+    """An mIoU bound shown within [0, 1]: a t interval on few seeds may cross the metric's range."""
+    return min(1.0, max(0.0, x)) if isinstance(x, float) and math.isfinite(x) else x
+
+
+def _header(record: AblationRecord, table: pd.DataFrame, findings: Sequence[str]) -> list[str]:
+    payload = record.payload
+    seeds = payload["seeds"]
+    seq = payload.get("sequential")
+    alpha = float(payload.get("alpha", 0.05))
+    correction = payload.get("correction", "holm")
+    seeds_text = (f"sequential seeds, {seq['min_seeds']} to {seq['max_seeds']} per arm: settled variants stopped "
+                  "early" if seq else f"{len(seeds)} paired seeds ({', '.join(map(str, seeds))})")
+    base = table.iloc[0]
+    low, high = _unit(base["ci_low"]), _unit(base["ci_high"])
+    lines = [f"# Ablation `{record.name}`", ""]
+    if payload.get("screening"):
+        lines += ["**SCREENING RUN**: this design could not reach p < alpha with its seeds (run with "
+                  "`--screening`); read its deltas as hints for a proper ablation, not as verdicts.", ""]
+    lines += [
+        f"**Baseline**: `{BASELINE}` (val mIoU {_fmt(base['mean'])} [{_fmt(low)}, {_fmt(high)}] over "
+        f"{int(base['n_ok'])} seeds). {baseline_sentence(payload)}",
+        "",
+        f"Design: {payload['design']}; {len(payload['arms'])} arms; {seeds_text}. Metric: validation mIoU over "
+        "classes 1-4 (labelled pixels).",
+        "",
+        "## What was found",
+        "",
+        *[f"- {line}" for line in [*comparison_lines(record, table), *findings]],
+        "",
+        "## How to read this report",
+        "",
+        "- **delta**: the variant's val mIoU minus the baseline's, paired by seed (same split, initialisation, "
+        "data order and augmentation in both), averaged over seeds, with a 95% t confidence interval.",
+        f"- **p ({correction})**: two-sided paired t-test on the per-seed deltas, adjusted for testing "
+        f"{len(table) - 1} variant(s); **p perm.** is the exact sign-flip permutation test (robustness check).",
+        f"- **verdict**: better or worse only when the adjusted p is below {alpha:g} and the CI excludes zero; "
+        "otherwise no evidence (which is not evidence of no effect).",
+        f"- **P(better)**: {PROB_BETTER_EXPLAINED.removeprefix('P(better) is ')}",
+        "- Failed seeds are excluded and counted, never averaged in.",
+    ]
+    if seq:
+        lines.append("- Sequential design: verdicts come from the group-sequential rule (family-wise error held "
+                     f"at {alpha:g} across looks); p and CIs in the table are nominal fixed-sample figures.")
+    return lines + [""]
+
+
+def markdown(record: AblationRecord, table: pd.DataFrame, sections: Sequence[str] = (),
+             figures: Sequence[str] = (), findings: Sequence[str] = ()) -> str:
+    """report.md: the baseline named, findings in words, the table, figures (relative links), sections."""
+    correction = record.payload.get("correction", "holm")
     lines = [
-        f"# Ablation `{record.name}`",
+        *_header(record, table, findings),
+        "## Table",
         "",
-        f"Design: {record.payload['design']}; {len(record.payload['arms'])} arms x {len(seeds)} paired seeds "
-        f"({', '.join(map(str, seeds))}). Metric: validation mIoU over classes 1-4 (labelled pixels). "
-        "Delta: paired by seed against the baseline, 95% CI; p: paired exact permutation test "
-        "(Wilcoxon above 12 seeds), Holm-adjusted across variants. Failed seeds are excluded and counted.",
-        "",
-        "| variant | factor | seeds ok/failed | mIoU mean [95% CI] | delta vs baseline [95% CI] | p (Holm) "
-        "| P(better) | verdict | params | MFLOPs/img | train s | ms/img |",
+        f"| variant | seeds ok/failed | mIoU mean [95% CI] | delta vs baseline [95% CI] | p ({correction}) "
+        "| p perm. | P(better) | verdict | params | MFLOPs/img | train s | ms/img |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in table.iterrows():
@@ -68,12 +167,17 @@ def markdown(record: AblationRecord, table: pd.DataFrame) -> str:
         delta = "-" if base else (f"{_fmt(r['delta'], signed=True)} [{_fmt(r['delta_ci_low'], signed=True)}, "
                                   f"{_fmt(r['delta_ci_high'], signed=True)}]")
         lines.append(
-            f"| {r['variant']} | {r['factor'] or '-'} | {int(r['n_ok'])}/{int(r['n_failed'])} "
-            f"| {_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | {delta} "
-            f"| {'-' if base else _fmt(r['p_adj'])} | {'-' if base else _fmt(r['prob_better'], 2)} "
+            f"| {r['variant']} | {int(r['n_ok'])}/{int(r['n_failed'])} "
+            f"| {_fmt(r['mean'])} [{_fmt(_unit(r['ci_low']))}, {_fmt(_unit(r['ci_high']))}] | {delta} "
+            f"| {'-' if base else _fmt(r['p_adj'])} | {'-' if base else _fmt(r.get('p_perm_adj', math.nan))} "
+            f"| {'-' if base else _fmt(r['prob_better'], 2)} "
             f"| {r['verdict']} | {_fmt(r['params'], 0)} | {_fmt(r['flops_per_image'] / 1e6, 1)} "
             f"| {_fmt(r['train_time_s'], 1)} | {_fmt(r['latency_ms_per_image'], 2)} |"
         )
+    for name, caption in (("deltas.png", "Paired deltas with 95% CIs"), ("per_class.png", "Per-class IoU deltas"),
+                          ("masks.png", "The same validation images predicted by every arm")):
+        if name in figures:
+            lines += ["", f"![{caption}]({name})"]
     lines += ["", "## Per-class IoU delta vs baseline", "",
               "| variant | " + " | ".join(m.removeprefix("best_val_iou_") for m in CLASS_METRICS) + " |",
               "|---|" + "---|" * len(CLASS_METRICS)]
@@ -84,6 +188,9 @@ def markdown(record: AblationRecord, table: pd.DataFrame) -> str:
         else:
             cells = [_fmt(r[f"{m}.delta"], signed=True) for m in CLASS_METRICS]
             lines.append(f"| {r['variant']} | {' | '.join(cells)} |")
+    for section in sections:
+        if section:
+            lines += ["", section.rstrip()]
     notes = [f"- {r['variant']}: {r['note']}" for _, r in table.iterrows() if r.get("note")]
     if notes:
         lines += ["", "## Excluded runs", "", *notes]
@@ -181,35 +288,69 @@ def _metric_key(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)
 
 
+def _sections(record: AblationRecord, out: Path) -> tuple[list[str], list[str], list[str]]:
+    """The design's own analysis and the image-by-image analysis: sections, figure files, findings."""
+    from core.ablation.designs import DESIGNS
+    from core.ablation.images import image_section
+
+    payload = record.payload
+    ok = record.runs[record.runs["status"] == "FINISHED"]
+    analysis = DESIGNS.build(payload["design"]).analyse(ok, payload, alpha=float(payload.get("alpha", 0.05)))
+    images_md, images_files = image_section(record, out)
+    return [analysis.markdown, images_md], list(images_files), list(analysis.sentences)
+
+
 def build_report(ref: str, out_dir: str | Path | None = None, log: bool = True) -> tuple[Path, pd.DataFrame]:
-    """Writes the report files for an ablation (parent run id or name) and logs them to the parent."""
+    """Writes the report files for an ablation (parent run id or name) and logs them to the parent.
+
+    report.md (figures by relative link), report.html (self-contained), report.csv and the
+    figures; the plain-language summary becomes the parent run's description in MLflow.
+    """
     record = collect(ref)
-    out = Path(out_dir or Path("reports") / record.name)
+    out = Path(out_dir or Path("reports") / _safe(record.name))
     out.mkdir(parents=True, exist_ok=True)
     table = ablation_table(record)
     if table.empty:
         (out / "report.md").write_text(f"# Ablation `{record.name}`\n\nNo finished runs yet.\n")
         return out, table
     table.to_csv(out / "report.csv", index=False, float_format="%.6g")
-    (out / "report.md").write_text(markdown(record, table))
     deltas_plot(table, out / "deltas.png")
     per_class_plot(table, out / "per_class.png")
     masks_plot(record, out / "masks.png")
+    sections, extra, findings = _sections(record, out)
+    figures = [f for f in REPORT_FILES if f.endswith(".png") and (out / f).exists()]
+    text = markdown(record, table, sections, figures, findings)
+    (out / "report.md").write_text(text)
+    (out / "report.html").write_text(to_html(text, out, f"ablation {record.name}"))
+    summary = [f"baseline: val mIoU {_fmt(table.iloc[0]['mean'])} over {int(table.iloc[0]['n_ok'])} seeds",
+               *comparison_lines(record, table), *findings]
+    table.attrs["summary"] = summary
     if log:
-        client = MlflowClient()
-        for name in REPORT_FILES:
-            if (out / name).exists():
-                client.log_artifact(record.parent_run_id, str(out / name), "report")
-        summary = {"baseline_val_miou": float(table.iloc[0]["mean"]),
-                   "n_better": float((table["verdict"] == "better").sum()),
-                   "n_worse": float((table["verdict"] == "worse").sum()),
-                   "failed_runs": float(table["n_failed"].sum())}
-        for _, r in table.iloc[1:].iterrows():
-            if np.isfinite(r["delta"]):
-                summary[_metric_key(f"delta.{r['variant']}")] = float(r["delta"])
-        for k, v in summary.items():
-            client.log_metric(record.parent_run_id, k, v)
+        _log(record, out, table, summary, [*REPORT_FILES, "report.html", *extra])
     return out, table
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "ablation"
+
+
+def _log(record: AblationRecord, out: Path, table: pd.DataFrame, summary: list[str], files: list[str]) -> None:
+    client = MlflowClient()
+    for name in dict.fromkeys(files):
+        if (out / name).exists():
+            client.log_artifact(record.parent_run_id, str(out / name), "report")
+    note = "\n".join([f"**{record.name}**" + (" (SCREENING)" if record.payload.get("screening") else ""), "",
+                      *[f"- {line}" for line in summary], "", "Full report: artifacts report/report.html"])
+    client.set_tag(record.parent_run_id, "mlflow.note.content", note)  # the run's description in the UI
+    metrics = {"baseline_val_miou": float(table.iloc[0]["mean"]),
+               "n_better": float((table["verdict"] == "better").sum()),
+               "n_worse": float((table["verdict"] == "worse").sum()),
+               "failed_runs": float(table["n_failed"].sum())}
+    for _, r in table.iloc[1:].iterrows():
+        if np.isfinite(r["delta"]):
+            metrics[_metric_key(f"delta.{r['variant']}")] = float(r["delta"])
+    for k, v in metrics.items():
+        client.log_metric(record.parent_run_id, k, v)
 
 
 def terminal_table(table: pd.DataFrame) -> str:

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from core import tracking
-from core.ablation.design import Ablation
+from core.ablation.design import Ablation, Arm
 from core.errors import AblateError
 from core.reconcile import reconcile
 from core.spec import validate
@@ -30,11 +30,28 @@ def study_name(name: str) -> str:
     return f"ablation.{name}"
 
 
+Pair = tuple[Arm, int]  # (arm, seed): one run
+
+
+def all_pairs(ab: Ablation) -> list[Pair]:
+    """Every (arm, seed) of a fixed design."""
+    return [(arm, seed) for arm in ab.arms for seed in ab.seeds]
+
+
 def arms_payload(ab: Ablation) -> dict[str, Any]:
+    seq = ab.sequential
     return {
         "name": ab.name,
         "design": ab.design,
         "seeds": ab.seeds,
+        "alpha": ab.alpha,
+        "min_effect": ab.min_effect,
+        "test": ab.test,
+        "correction": ab.correction,
+        "screening": ab.screening,
+        "sequential": None if seq is None else {"min_seeds": seq.min_seeds, "max_seeds": seq.max_seeds,
+                                                "step": seq.step, "alpha": seq.alpha, "min_effect": seq.min_effect,
+                                                "futility": seq.futility},
         "arms": {a.key: {"factor": a.factor, "variant": a.variant, "is_baseline": a.is_baseline,
                          "spec_hash": a.spec.spec_hash, "levels": a.levels, "spec": a.spec.to_dict()}
                  for a in ab.arms},
@@ -49,8 +66,26 @@ def prepare(ab: Ablation, storage: optuna.storages.BaseStorage) -> tuple[optuna.
     study.set_user_attr("ablate.kind", KIND)
     study.set_user_attr("ablation", payload)
     parent = ensure_parent(study, ab, payload)
+    dashboard_note(study, ab, ["(no verdicts yet: the ablation is running)"])
     reconcile(study)
-    return study, parent, enqueue_missing(study, ab)
+    return study, parent, 0 if ab.sequential is not None else enqueue_missing(study, ab)
+
+
+def dashboard_note(study: optuna.Study, ab: Ablation, lines: list[str]) -> None:
+    """What optuna-dashboard shows on the study page: this queue is an ablation, not a search.
+
+    Its "best trial" is one lucky (arm, seed) and means nothing; each trial's user attributes
+    name its arm and seed, and the verdicts (written here after each report) compare arms.
+    """
+    from optuna_dashboard import save_note
+
+    study.set_metric_names(["val_mIoU of one (arm, seed)"])
+    body = [f"# Ablation `{ab.name}` ({ab.design})", "",
+            "This study is the queue of an ablation: one trial per (arm, seed), named by the trial's user "
+            "attributes `arm` and `seed`. The dashboard's *best trial* is one lucky seed of one arm and is not "
+            "a result: compare arms over their paired seeds in the verdicts below and in the MLflow report.",
+            "", "## Verdicts", "", *[f"- {line}" for line in lines]]
+    save_note(study, "\n".join(body))
 
 
 def ensure_parent(study: optuna.Study, ab: Ablation, payload: dict[str, Any]) -> str:
@@ -75,24 +110,34 @@ def ensure_parent(study: optuna.Study, ab: Ablation, payload: dict[str, Any]) ->
     return run.info.run_id
 
 
-def enqueue_missing(study: optuna.Study, ab: Ablation) -> int:
-    """Queues every (arm, seed) that is neither finished, queued nor running. Returns the count."""
+def enqueue_missing(study: optuna.Study, ab: Ablation, pairs: list[Pair] | None = None) -> int:
+    """Queues every (arm, seed) of ``pairs`` (default: all) that is neither finished, queued nor running."""
     present = {(t.user_attrs.get("spec_hash"), t.user_attrs.get("seed"))
                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING,
                                                                  TrialState.RUNNING))}
     queued = 0
-    for arm in ab.arms:
-        for seed in ab.seeds:
-            if (arm.spec.spec_hash, seed) in present:
-                continue
-            study.enqueue_trial({}, user_attrs={"arm": arm.key, "seed": seed, "spec_hash": arm.spec.spec_hash})
-            queued += 1
+    for arm, seed in all_pairs(ab) if pairs is None else pairs:
+        if (arm.spec.spec_hash, seed) in present:
+            continue
+        study.enqueue_trial({}, user_attrs={"arm": arm.key, "seed": seed, "spec_hash": arm.spec.spec_hash})
+        queued += 1
     return queued
 
 
-def counts(study: optuna.Study, ab: Ablation) -> dict[str, int]:
-    """Progress of the current arms: done (finished), failed, running, waiting."""
-    wanted = {(a.spec.spec_hash, s) for a in ab.arms for s in ab.seeds}
+def completed_values(study: optuna.Study, ab: Ablation) -> dict[str, dict[int, float]]:
+    """Finished val mIoU per arm key and seed, read from the queue (no tracking-store query)."""
+    by_hash = {a.spec.spec_hash: a.key for a in ab.arms}
+    out: dict[str, dict[int, float]] = {a.key: {} for a in ab.arms}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        key = by_hash.get(t.user_attrs.get("spec_hash"))
+        if key is not None and t.value is not None and t.user_attrs.get("seed") is not None:
+            out[key][int(t.user_attrs["seed"])] = float(t.value)
+    return out
+
+
+def counts(study: optuna.Study, ab: Ablation, pairs: list[Pair] | None = None) -> dict[str, int]:
+    """Progress of ``pairs`` (default: every arm and seed): done (finished), failed, running, waiting."""
+    wanted = {(a.spec.spec_hash, s) for a, s in (all_pairs(ab) if pairs is None else pairs)}
     out = {"done": 0, "failed": 0, "running": 0, "waiting": 0, "total": len(wanted)}
     done = set()
     for t in study.get_trials(deepcopy=False):

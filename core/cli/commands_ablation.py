@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = asub.add_parser("run", help="queue and run every (arm, seed); resumes if run again")
     p.add_argument("file", help="ablation YAML (e.g. ablations/skip_connections.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted spec overrides applied to every arm (e.g. train.epochs=2)")
-    p.add_argument("--seeds", type=int, default=None, help="number of paired seeds (overrides the file)")
+    _seed_options(p)
+    p.add_argument("--screening", action="store_true",
+                   help="run even if the design cannot reach a verdict; the report is labelled screening")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under mlruns/)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1, in this process)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
@@ -26,11 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(func=cmd_report)
 
-    p = asub.add_parser("show", help="print the arms an ablation file expands to, without running")
-    p.add_argument("file")
-    p.add_argument("overrides", nargs="*")
-    p.add_argument("--seeds", type=int, default=None)
-    p.set_defaults(func=cmd_show)
+    for name, text in (("plan", "print what an ablation costs and can conclude (reachable p, seeds needed)"),
+                       ("show", "print the arms an ablation file expands to, and its plan, without running")):
+        p = asub.add_parser(name, help=text)
+        p.add_argument("file")
+        p.add_argument("overrides", nargs="*")
+        _seed_options(p)
+        p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (the store that sizes the seeds)")
+        p.add_argument("--no-store", action="store_true", help="do not read the tracking store for the seed sd")
+        p.set_defaults(func=cmd_show, arms=name == "show")
 
     p = sub.add_parser("compare", help="print the ablation table of one or several ablations")
     p.add_argument("refs", nargs="+", help="ablation names or parent run ids")
@@ -47,6 +53,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_worker)
 
 
+def _seed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=int, default=None, help="paired seeds: a fixed design (overrides the file)")
+    p.add_argument("--until-decided", action="store_true",
+                   help="run seeds in rounds until every variant's verdict is settled (sequential design)")
+    p.add_argument("--max-seeds", type=int, default=None, help="most seeds per arm with --until-decided")
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202 - an Ablation; core.ablation stays a lazy import
+    from core.ablation.design import load_ablation
+
+    return load_ablation(args.file, seeds=args.seeds, overrides=args.overrides, until_decided=args.until_decided,
+                         max_seeds=args.max_seeds)
+
+
 def _validate_workers(n: int) -> None:
     from core.errors import AblateError
 
@@ -56,11 +76,13 @@ def _validate_workers(n: int) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from core import tracking
-    from core.ablation.design import load_ablation
     from core.ablation.orchestrate import run_ablation
+    from core.ablation.plan import check, make_plan
 
     _validate_workers(args.workers)
-    ab = load_ablation(args.file, seeds=args.seeds, overrides=args.overrides)
+    ab = _load(args)
+    check(make_plan(ab), args.screening)  # before any run or store is touched
+    ab.screening = args.screening and not make_plan(ab).reachable
     uri = tracking.setup(args.tracking_uri, offline_ok=args.offline_ok)
     run_ablation(ab, args.storage, args.workers, args.report_dir, uri)  # workers log where this process does
     return 0
@@ -79,14 +101,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from core.ablation.design import load_ablation
+    from core.ablation.plan import make_plan, store_estimate
 
-    ab = load_ablation(args.file, seeds=args.seeds, overrides=args.overrides)
-    print(f"{ab.name}: design {ab.design}, seeds {ab.seeds}")
-    for arm in ab.arms:
-        print(f"  {arm.key:<32} spec_hash {arm.spec.spec_hash}{'  (baseline)' if arm.is_baseline else ''}")
-    print(f"{len(ab.arms) * len(ab.seeds)} runs")
-    return 0
+    ab = _load(args)
+    if args.arms:
+        for arm in ab.arms:
+            print(f"  {arm.key:<32} spec_hash {arm.spec.spec_hash}{'  (baseline)' if arm.is_baseline else ''}")
+    estimate = None
+    if not args.no_store:
+        from core import tracking
+
+        tracking.setup(args.tracking_uri)
+        estimate = store_estimate(ab)
+    plan = make_plan(ab, estimate)
+    print(plan.text())
+    return 0 if plan.reachable else 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
