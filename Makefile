@@ -22,8 +22,8 @@ $(DEMO_DATA): | $(STAMP)
 # positive control that cannot learn, which must be found worse; plan first, then 3-5 seeds in rounds.
 demo: $(STAMP) $(DEMO_DATA)
 	$(BIN)/ablate data inspect $(DEMO_DATA)
-	$(BIN)/ablate ablation plan ablations/demo.yaml model.filters=8 --no-store
-	$(BIN)/ablate ablation run ablations/demo.yaml model.filters=8
+	$(BIN)/ablate ablation plan ablations/demo.yaml --no-store
+	$(BIN)/ablate ablation run ablations/demo.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -25,20 +25,21 @@ PRESET = str(ROOT / "ablations/presets/unet-baseline.yaml")
 @requires_real_data
 def test_planted_bad_variant_is_found_worse_on_real_data(tmp_path: Path) -> None:
     body = {"name": "planted", "base": PRESET, "design": "one-at-a-time", "seeds": {"min": 3, "max": 5},
-            "budget": {"epochs": 2, "early_stopping": 0, "data_limit": 240},
+            "budget": {"epochs": 3, "early_stopping": 0, "data_limit": 320},
             "factors": {"control": {"frozen": {"optimizer": {"type": "adamw", "learning_rate": 1e-7}}}}}
     path = tmp_path / "planted.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     cmd = [sys.executable, "-m", "core.cli.main", "ablation", "run", str(path), *TINY_MODEL, "model.filters=8",
-           "tracking.mask_every=0", "train.batch_size=16", f"data.path={real_data_path()}",
+           "tracking.mask_every=0", "train.batch_size=8", "optimizer.learning_rate=0.003",
+           f"data.path={real_data_path()}",
            "--storage", f"sqlite:///{tmp_path}/optuna.db", "--report-dir", str(tmp_path / "report")]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
 
     line = next(x for x in done.stdout.splitlines() if x.startswith("control=frozen vs baseline"))
     assert "worse" in line and "no evidence" not in line, done.stdout
-    assert "learning_rate: 1e-07 instead of 0.001" in line
+    assert "learning_rate: 1e-07 instead of 0.003" in line
 
     trials = optuna.load_study(study_name="ablation.planted", storage=f"sqlite:///{tmp_path}/optuna.db").get_trials()
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
