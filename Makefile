@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/input_pipeline.py
 	$(BIN)/python benchmarks/pruning.py
 	$(BIN)/python benchmarks/workers.py
+	$(BIN)/python benchmarks/sequential.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check core tests benchmarks

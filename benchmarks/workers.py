@@ -71,7 +71,7 @@ def create(folder: Path, name: str, trials: int, storage: str, uri: str) -> None
 
 def run_workers(folder: Path, name: str, n: int, storage: str, uri: str) -> float:
     """Starts ``n`` workers as ``ablate study run --workers n`` does (a core share each); waits."""
-    from core.study.orchestrate import worker_env
+    from core.campaign import worker_env
 
     cmd = [sys.executable, "-m", "core.cli.main", "worker", "--study", name, "--storage", storage,
            "--tracking-uri", uri, "--quiet"]

@@ -11,8 +11,9 @@ can leave
 - ablation or study parent runs RUNNING with no trial running for a while (repair: KILLED;
   running the ablation again resumes it).
 
-Workers call ``reconcile(study)`` after every trial, so a killed worker's run is ended as
-soon as another worker has failed its trial.
+Workers call ``core.campaign.reconcile`` before every trial, so a killed worker's run is
+ended as soon as another worker has failed its trial; the checks of one study's trials and
+runs are the campaign engine's (``core.campaign.reconcile``), the rest are here.
 
 Example:
     >>> for finding in diagnose(open_storage(url), MlflowClient()):
@@ -25,32 +26,17 @@ import contextlib
 import os
 import platform
 import time
-import warnings
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 import optuna
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
+
+from core.campaign.reconcile import Finding, end_run, orphan_runs, stale_trials
+from core.campaign.runs import running_runs
 
 PARENT_IDLE_S = 120  # a parent run with no trial running or finished for this long is orphaned
-_FINAL_STATUS = {TrialState.COMPLETE: "FINISHED"}  # any other finished trial: KILLED
-
-
-@dataclass
-class Finding:
-    """One inconsistency: what is wrong and how ``repair()`` fixes it."""
-
-    what: str  # "trial 3 of ablation.skips" or "run 1a2b... (arm s0)"
-    problem: str
-    fix: str
-    repair: Callable[[], None]
-    run_id: str | None = None
-    trial_number: int | None = None
-
-    def line(self) -> str:
-        return f"{self.what}: {self.problem} -> {self.fix}"
 
 
 def diagnose(storage: optuna.storages.BaseStorage, client: MlflowClient) -> list[Finding]:
@@ -61,87 +47,17 @@ def diagnose(storage: optuna.storages.BaseStorage, client: MlflowClient) -> list
         study = optuna.load_study(study_name=frozen.study_name, storage=storage)
         stale = stale_trials(study, storage)
         findings += stale
-        findings += orphan_runs(study, client, running, {f.trial_number for f in stale})
+        findings += orphan_runs(study, client, running, {f.trial_number for f in stale if f.trial_number is not None})
         findings += idle_parents(study, client, running)
     seen = {f.run_id for f in findings}
     findings += dead_owner_runs(client, (r for r in running if r.info.run_id not in seen))
     return findings
 
 
-def reconcile(study: optuna.Study, client: MlflowClient | None = None) -> int:
-    """Ends the MLflow runs of ``study`` whose trial is no longer RUNNING; returns how many."""
-    findings = orphan_runs(study, client or MlflowClient())
-    for finding in findings:
-        finding.repair()
-    return len(findings)
-
-
-def running_runs(client: MlflowClient) -> list[Run]:
-    """Every MLflow run whose status is RUNNING, in every experiment."""
-    ids = [e.experiment_id for e in client.search_experiments()]
-    runs: list[Run] = []
-    for i in range(0, len(ids), 100):
-        token = None
-        while True:
-            page = client.search_runs(ids[i:i + 100], "attributes.status = 'RUNNING'", max_results=1000,
-                                      page_token=token)
-            runs += list(page)
-            token = page.token
-            if not token:
-                break
-    return runs
-
-
-def stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[Finding]:
-    """RUNNING trials whose worker stopped beating for longer than the grace period."""
-    get_stale = getattr(storage, "_get_stale_trial_ids", None)
-    if get_stale is None or not getattr(storage, "get_heartbeat_interval", lambda: None)():
-        return []  # a storage without heartbeats: liveness cannot be told
-    stale = set(get_stale(storage.get_study_id_from_name(study.study_name)))
-    return [Finding(f"trial {t.number} of {study.study_name}", "RUNNING but its worker stopped beating",
-                    "fail it (a retry is queued)", lambda: fail_stale(study), trial_number=t.number)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t._trial_id in stale]
-
-
-def fail_stale(study: optuna.Study) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
-def orphan_runs(study: optuna.Study, client: MlflowClient, running: list[Run] | None = None,
-                stale: Iterable[int] = ()) -> list[Finding]:
-    """RUNNING child runs of ``study`` whose trial has ended, is ``stale``, or never reached the storage."""
-    running = running_runs(client) if running is None else running
-    stale_numbers = set(stale)
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    by_run_id = {t.user_attrs.get("mlflow_run_id"): t for t in trials.values() if t.user_attrs.get("mlflow_run_id")}
-    findings = []
-    for run in running:
-        trial = _trial_of(run, study.study_name, trials, by_run_id)
-        if trial is False or (trial is not None and trial.state == TrialState.RUNNING
-                              and trial.number not in stale_numbers):
-            continue  # not a child run of this study, or its trial is still going
-        state = ("stale" if trial.number in stale_numbers else trial.state.name) if trial is not None else "missing"
-        status = _FINAL_STATUS.get(trial.state, "KILLED") if trial is not None else "KILLED"
-        findings.append(_end_finding(client, run, f"RUNNING but its trial is {state}", status))
-    return findings
-
-
-def _trial_of(run: Run, study_name: str, trials: dict[int, FrozenTrial],
-              by_run_id: dict[str, FrozenTrial]) -> FrozenTrial | None | bool:
-    """The trial that started ``run``; None if it is gone; False if ``run`` is not a child of the study."""
-    tags = run.data.tags
-    number = tags.get("optuna_trial")
-    if tags.get("optuna_study") == study_name and number is not None and number.isdigit():
-        return trials.get(int(number))  # the tag names the trial that started the run, even after a retry
-    return by_run_id.get(run.info.run_id, False)
-
-
 def idle_parents(study: optuna.Study, client: MlflowClient, running: list[Run]) -> list[Finding]:
     """The study's parent run, RUNNING although no trial has run for ``PARENT_IDLE_S`` seconds."""
     parents = [r for r in running if r.data.tags.get("optuna_study") == study.study_name
-               and "optuna_trial" not in r.data.tags and r.data.tags.get("ablate.kind") in ("ablation", "study")]
+               and "optuna_trial" not in r.data.tags]  # a trial's run names its trial
     if not parents:
         return []
     trials = study.get_trials(deepcopy=False)
@@ -151,8 +67,8 @@ def idle_parents(study: optuna.Study, client: MlflowClient, running: list[Run]) 
     last = max(last, *(r.info.start_time / 1000 for r in parents))
     if time.time() - last < PARENT_IDLE_S:
         return []
-    return [_end_finding(client, r, f"RUNNING but no trial has run for {int(time.time() - last)} s", "KILLED",
-                         "; running it again resumes it") for r in parents]
+    return [end_run(client, r, f"RUNNING but no trial has run for {int(time.time() - last)} s", "KILLED",
+                    "; running it again resumes it") for r in parents]
 
 
 def dead_owner_runs(client: MlflowClient, running: Iterable[Run]) -> list[Finding]:
@@ -164,7 +80,7 @@ def dead_owner_runs(client: MlflowClient, running: Iterable[Run]) -> list[Findin
         pid = tags.get("ablate.pid", "")
         if tags.get("ablate.host") != host or not pid.isdigit() or _alive(int(pid), run.info.start_time / 1000):
             continue
-        findings.append(_end_finding(client, run, f"RUNNING but its process {pid} on this machine is gone", "KILLED"))
+        findings.append(end_run(client, run, f"RUNNING but its process {pid} on this machine is gone", "KILLED"))
     return findings
 
 
@@ -181,14 +97,3 @@ def _alive(pid: int, since: float) -> bool:
         boot = next(float(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
         return boot + ticks / os.sysconf("SC_CLK_TCK") <= since + 5
     return True
-
-
-def _end_finding(client: MlflowClient, run: Run, problem: str, status: str, note: str = "") -> Finding:
-    run_id = run.info.run_id
-
-    def repair() -> None:
-        client.set_tag(run_id, "ablate.repaired", f"{problem}; ended {status} by ablate doctor")
-        client.set_terminated(run_id, status)
-
-    name = run.info.run_name or run.data.tags.get("mlflow.runName", "")
-    return Finding(f"run {run_id} ({name})", problem, f"end it {status}{note}", repair, run_id)

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import numpy as np
 from optuna.storages import RDBStorage
 
+from core import adapters
 from core.errors import AblateError
 
 T = TypeVar("T")
@@ -209,19 +210,13 @@ class Delivery:
 
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         """A step of an image series (MLflow's image grid), under the file names MLflow uses."""
-        from mlflow.tracking.multimedia import compress_image_size, convert_to_pil_image
-
-        pil = convert_to_pil_image(image)
-        stem = f"{key.replace('/', '~')}+step+{step}+timestamp+{int(time.time() * 1000)}+{uuid.uuid4()}"
         folder = self._slot()
-        pil.save(folder / f"{stem}.png")
-        compress_image_size(pil).save(folder / f"{stem}+compressed.webp")
-        for name in (f"{stem}.png", f"{stem}+compressed.webp"):
+        for name in adapters.image_files(image, key, step, folder):
             self._put(f"image {key} step {step}",
                       lambda name=name: self.client.log_artifact(self.run_id, str(folder / name), "images"))
         if not self._image_tag_sent:  # the tag that makes the UI show the image grid
             self._image_tag_sent = True
-            self.set_tags({"mlflow.loggedImages": "true"})
+            self.set_tags({adapters.LOGGED_IMAGES_TAG: "true"})
 
     # -- waiting and ending --------------------------------------------------------------
 
@@ -374,11 +369,5 @@ class ReconnectingRDBStorage(RDBStorage):
     """
 
 
-for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
-              "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
-              "get_study_user_attrs", "get_study_system_attrs", "get_trial_user_attrs", "get_trial_system_attrs",
-              "get_all_studies", "create_new_trial", "set_trial_param", "get_trial_param", "set_trial_state_values",
-              "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
-              "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "get_best_trial",
-              "record_heartbeat", "_get_stale_trial_ids"):
-    setattr(ReconnectingRDBStorage, _name, _reconnecting(getattr(RDBStorage, _name)))
+for _name in adapters.RDB_CALLS:
+    setattr(ReconnectingRDBStorage, _name, _reconnecting(adapters.rdb_method(_name)))

@@ -257,7 +257,7 @@ def audit_ablation(study_name: str, storage: str, tracking_uri: str, epochs: int
     import optuna
     from mlflow.tracking import MlflowClient
 
-    from core.doctor import running_runs
+    from core.campaign import running_runs
     from core.storage import load_study, open_storage
 
     client = MlflowClient(tracking_uri)

@@ -99,6 +99,25 @@ def test_every_shipped_ablation_expands(path):
     assert len({a.spec.spec_hash for a in ab.arms}) == len(ab.arms)
 
 
+# --- the queue (no training) ----------------------------------------------------------------
+
+def test_pairs_are_queued_once_named_for_the_dashboard_and_counted(tmp_path):
+    from core.ablation.runner import all_pairs, counts, describe, enqueue_missing, pairs_round
+
+    ab = load_ablation(write(tmp_path, ablation({"skip": {"add": {"skip": {"type": "add"}}}})))
+    study = optuna.create_study(direction="maximize")
+    first = [(arm, 0) for arm in ab.arms]
+    assert enqueue_missing(study, ab, first) == 2
+    assert enqueue_missing(study, ab) == 2  # the queue grows: seed 1 of both arms
+    labels = [t.user_attrs["label"] for t in study.get_trials()]
+    assert labels == ["arm baseline, seed 0", "arm skip=add, seed 0", "arm baseline, seed 1", "arm skip=add, seed 1"]
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    assert describe(study.trials[0]) == "baseline seed 0: complete val mIoU 0.5000"
+    assert (counts(study, ab).complete, counts(study, ab).waiting, counts(study, ab).total) == (1, 3, 4)
+    assert pairs_round(ab, first).counts(study).total == 2 and len(all_pairs(ab)) == 4
+
+
 # --- running ---------------------------------------------------------------------------------
 
 

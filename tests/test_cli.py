@@ -190,10 +190,10 @@ def test_a_failed_write_keeps_the_previous_file(capsys: pytest.CaptureFixture[st
 
 def test_overrides_may_follow_options(capsys: pytest.CaptureFixture[str]) -> None:
     path = str(ROOT / "ablations/skip_connections.yaml")
-    assert main(["ablation", "show", path, "model.depth=2", "--seeds", "1"]) == 0
+    assert main(["ablation", "show", path, "model.depth=2", "--seeds", "3", "--no-store"]) == 0
     before = capsys.readouterr().out
-    assert main(["ablation", "show", path, "--seeds", "1", "model.depth=2"]) == 0
+    assert main(["ablation", "show", path, "--seeds", "3", "--no-store", "model.depth=2"]) == 0
     after = capsys.readouterr().out
-    assert main(["ablation", "show", path, "--seeds", "1"]) == 0
+    assert main(["ablation", "show", path, "--seeds", "3", "--no-store"]) == 0
     plain = capsys.readouterr().out
     assert before == after != plain

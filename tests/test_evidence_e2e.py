@@ -59,8 +59,9 @@ def test_planted_bad_variant_is_found_worse_on_real_data(tmp_path: Path) -> None
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/deltas.png"} <= names
 
-    from optuna_dashboard import get_note
+    from core.adapters import get_note
 
     study = optuna.load_study(study_name="ablation.planted", storage=f"sqlite:///{tmp_path}/optuna.db")
     note = get_note(study)
     assert "not a result" in note and "control=frozen vs baseline" in note
+    assert {t.user_attrs["label"] for t in complete} >= {"arm baseline, seed 0", "arm control=frozen, seed 0"}

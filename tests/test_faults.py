@@ -223,7 +223,7 @@ def test_killed_worker_trial_is_retried_and_its_run_ended(stack: Stack, synth_np
 def test_ctrl_c_ends_the_run_killed_and_the_ablation_resumes(stack: Stack, synth_npz: Path) -> None:
     epochs = 4
     path = td.write_ablation(stack.folder, "interrupted", seeds=1, epochs=epochs)
-    args = ["ablation", "run", str(path), *td.TINY, f"data.path={synth_npz}", "--storage", stack.storage,
+    args = ["ablation", "run", str(path), "--screening", *td.TINY, f"data.path={synth_npz}", "--storage", stack.storage,
             "--tracking-uri", stack.server.uri, "--report-dir", str(stack.folder / "report")]
     log = stack.folder / "interrupted.log"
     proc = popen_cli(args, log)

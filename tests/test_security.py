@@ -124,7 +124,8 @@ def test_credentials_never_reach_runs_artifacts_or_output(synth_npz: Path, tmp_p
             assert _status(server.uri + "/api/2.0/mlflow/experiments/search?max_results=1") == 401
         secret_storage = td.pg_url(storage.rsplit("/", 1)[1], password=db_secret)  # trust auth ignores it
         path = td.write_ablation(tmp_path, "leak", seeds=1, epochs=1)
-        out = run_cli(["ablation", "run", str(path), *td.TINY, f"data.path={synth_npz}", "--storage", secret_storage,
+        out = run_cli(["ablation", "run", str(path), "--screening", *td.TINY, f"data.path={synth_npz}",
+                       "--storage", secret_storage,
                        "--tracking-uri", server.uri, "--report-dir", str(tmp_path / "report")], env=login)
         assert out.returncode == 0, out.stderr[-3000:]
         for key, value in login.items():

@@ -12,6 +12,7 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from core.campaign.runs import child_runs
 from core.errors import AblateError
 from core.metrics import CLASS_NAMES
 
@@ -52,17 +53,6 @@ def find_parent(ref: str) -> mlflow.entities.Run:
     return runs[0]
 
 
-def _all_children(client: MlflowClient, exp_id: str, parent: str) -> list[mlflow.entities.Run]:
-    out, token = [], None
-    while True:
-        page = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=1000,
-                                  page_token=token)
-        out.extend(page)
-        token = page.token
-        if not token:
-            return out
-
-
 def collect(ref: str) -> AblationRecord:
     """One row per (arm, seed) of the current definition: the latest FINISHED run, else the latest run."""
     client = MlflowClient()
@@ -71,7 +61,7 @@ def collect(ref: str) -> AblationRecord:
     payload = json.loads(_read_text(client, pid, "ablation.json"))
     wanted = {(a["spec_hash"], str(s)): k for k, a in payload["arms"].items() for s in payload["seeds"]}
     rows = []
-    for run in _all_children(client, exp_id, pid):
+    for run in child_runs(client, parent):
         tags = run.data.tags
         key = (tags.get("arm_hash"), tags.get("seed"))
         if key not in wanted:

@@ -17,7 +17,6 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import numpy as np
@@ -26,15 +25,13 @@ from scipy import stats as sps
 
 from core.ablation.collect import AblationRecord
 from core.ablation.design import BASELINE
-from core.errors import AblateError
-from core.metrics import CLASS_COLOURS, CLASS_NAMES, per_image_iou, per_image_miou
+from core.ablation.image_figures import _MISSING, _data_of, _figure_or_note
+from core.ablation.image_figures import MODEL_ARTIFACT as MODEL_ARTIFACT
 from core.runner import PER_IMAGE_ARTIFACT
 
-MODEL_ARTIFACT = "model/model.keras"
 LONG_COLUMNS = ["variant", "seed", "index", "miou"]
 CONFIDENCE = 0.95  # of the t interval of the mean per-image delta
 DECIMALS = 12  # deltas are rounded so that float noise neither breaks rank ties nor counts as a gain
-_MISSING = (mlflow.exceptions.MlflowException, OSError, AblateError, ValueError)  # artifact/file absent or bad
 
 
 def per_image_runs(record: AblationRecord) -> pd.DataFrame:
@@ -248,10 +245,6 @@ def image_section(record: AblationRecord, out_dir: Path, baseline: str = BASELIN
     return "\n".join(lines), files
 
 
-def _data_of(arms: dict[str, Any], key: str) -> dict[str, Any]:
-    return dict((arms.get(key) or {}).get("spec", {}).get("data") or {})
-
-
 def _fmt(x: float, signed: bool = True) -> str:
     return "-" if not np.isfinite(x) else (f"{x:+.3f}" if signed else f"{x:.3f}")
 
@@ -302,155 +295,3 @@ def _file_name(variant: str, taken: list[str]) -> str:
     while name in taken:
         name, n = f"images_{safe}-{n}.png", n + 1
     return name
-
-
-def _figure_or_note(record: AblationRecord, per: pd.DataFrame, c: ImageComparison, path: Path) -> tuple[bool, str]:
-    """(written, note): the note says what the figure lacks, or why there is none."""
-    try:
-        return _write_figure(record, per, c, path)
-    except Exception as e:  # noqa: BLE001 - a figure must never break the report
-        first = str(e).splitlines()[0] if str(e) else ""
-        return False, f"skipped ({type(e).__name__}: {first})."
-
-
-# --- the figure ----------------------------------------------------------------------------
-
-def _write_figure(record: AblationRecord, per: pd.DataFrame, c: ImageComparison, path: Path) -> tuple[bool, str]:
-    chosen = [(i, d, "gain") for i, d in c.top_gains] + [(i, d, "loss") for i, d in c.top_losses]
-    if not chosen:
-        return False, "none: no image changed."
-    first_seed = {int(i): int(s) for i, s in zip(c.deltas["index"], c.deltas["first_seed"], strict=True)}
-    seeds = sorted({first_seed[i] for i, _, _ in chosen})
-    base_run = _run_id(record, c.baseline, seeds[0])
-    data, why = _load_data(record, c.baseline, base_run)
-    if data is None:
-        return False, f"skipped: {why}."
-    index = np.array([i for i, _, _ in chosen])
-    if index.max() >= len(data.images):
-        return False, f"skipped: the data file holds {len(data.images)} images, the runs scored image #{index.max()}."
-    preds, note = _predictions(record, c, [(int(i), first_seed[int(i)]) for i in index], data.images)
-    rows, drift = [], False
-    for n, (i, d, kind) in enumerate(chosen):
-        seed = first_seed[i]
-        logged = per[(per["seed"] == seed) & (per["index"] == i)].set_index("variant")["miou"]
-        scores = (float(logged.get(c.baseline, math.nan)), float(logged.get(c.variant, math.nan)))
-        pair = preds[n] if preds else None
-        if pair is not None:  # score what is shown; it should be what the run logged
-            shown = per_image_miou(per_image_iou(np.stack([data.masks[i]] * 2), np.stack(pair)))
-            drift |= not np.allclose(shown, scores, atol=1e-6, equal_nan=True)
-            scores = (float(shown[0]), float(shown[1]))
-        rows.append(_Row(i, d, kind, seed, data.images[i, ..., 0], data.masks[i], pair, scores))
-    _plot(rows, c, path)
-    if drift:
-        note = "the rebuilt predictions score differently from what the runs logged (titles show the rebuilt ones)."
-    return True, note
-
-
-@dataclass
-class _Row:
-    index: int
-    delta: float
-    kind: str
-    seed: int
-    image: np.ndarray
-    truth: np.ndarray
-    preds: tuple[np.ndarray, np.ndarray] | None  # (baseline, variant)
-    scores: tuple[float, float]  # per-image mIoU of (baseline, variant)
-
-
-def _run_id(record: AblationRecord, arm: str, seed: int) -> str | None:
-    runs = record.runs
-    match = runs[(runs["variant"] == arm) & (runs["seed"] == seed) & (runs["status"] == "FINISHED")]
-    return None if match.empty else str(match.iloc[0]["run_id"])
-
-
-def _load_data(record: AblationRecord, arm: str, run_id: str | None) -> tuple[Any, str]:
-    """The arm's data file as loaded by its runs (same limit), checked against the run's fingerprint."""
-    from core.data.loader import load_npz
-
-    spec_data = _data_of(record.payload.get("arms", {}), arm)
-    tags = mlflow.tracking.MlflowClient().get_run(run_id).data.tags if run_id else {}
-    candidates = [p for p in (spec_data.get("path"), tags.get("data_path")) if p]
-    if not candidates:
-        return None, "the spec names no data file and the run recorded none"
-    for path in dict.fromkeys(candidates):
-        if not Path(path).is_file():
-            continue
-        try:
-            data = load_npz(path, limit=spec_data.get("limit"))
-        except _MISSING:
-            continue
-        if tags.get("data_fingerprint") not in (None, data.fingerprint):
-            return None, f"the data file {path} changed since the runs (fingerprint differs)"
-        return data, ""
-    return None, f"the data file is not available here ({', '.join(map(str, candidates))})"
-
-
-def _predictions(record: AblationRecord, c: ImageComparison, wanted: list[tuple[int, int]],
-                 images: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]] | None, str]:
-    """Baseline and variant masks of each (index, seed), from the runs' logged models; or a note."""
-    from core.train import predict_masks
-
-    out: dict[tuple[str, int, int], np.ndarray] = {}
-    for arm in (c.baseline, c.variant):
-        for seed in sorted({s for _, s in wanted}):
-            index = [i for i, s in wanted if s == seed]
-            run_id = _run_id(record, arm, seed)
-            model = _load_model(run_id) if run_id else None
-            if model is None:
-                return None, f"image and truth only: no model logged for `{arm}` seed {seed}."
-            for i, mask in zip(index, predict_masks(model, images[index]), strict=True):
-                out[(arm, seed, i)] = mask
-    return [(out[(c.baseline, s, i)], out[(c.variant, s, i)]) for i, s in wanted], ""
-
-
-def _load_model(run_id: str) -> Any:
-    from core.export.formats import load_keras
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_ARTIFACT, dst_path=tmp)
-            return load_keras(local)
-        except _MISSING:
-            return None
-
-
-def _plot(rows: list[_Row], c: ImageComparison, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    from core.tracking import colourize
-
-    full = rows[0].preds is not None
-    cols = 4 if full else 2
-    width = max(2.7 * cols, 7.0)
-    row_height = width / cols / 2 + 0.4  # images are twice as wide as high, plus a title line
-    fig, axes = plt.subplots(len(rows), cols, figsize=(width, row_height * len(rows) + 1.0), squeeze=False)
-    for r, ax in zip(rows, axes, strict=True):
-        ax[0].imshow(r.image, cmap="gray", vmin=0, vmax=1)
-        ax[1].imshow(colourize(r.truth))
-        ax[0].set_title(f"#{r.index} {r.kind} {r.delta:+.3f}", fontsize=7,
-                        color="tab:green" if r.kind == "gain" else "tab:red")
-        if r.preds is not None:
-            ax[1].set_title("truth", fontsize=7)
-            for j, (arm, pred, iou) in enumerate(zip((c.baseline, c.variant), r.preds, r.scores, strict=True)):
-                ax[2 + j].imshow(colourize(pred))
-                ax[2 + j].set_title(f"{arm} (seed {r.seed}) mIoU {iou:.3f}", fontsize=7)
-        else:
-            ax[1].set_title(f"truth; seed {r.seed}: {c.baseline} {r.scores[0]:.3f} -> "
-                            f"{c.variant} {r.scores[1]:.3f}", fontsize=7)
-        for a in ax:
-            a.axis("off")
-    names = [f"{CLASS_NAMES[0]} (not scored)", *CLASS_NAMES[1:]]
-    handles = [Patch(facecolor=(rgb[0] / 255, rgb[1] / 255, rgb[2] / 255), edgecolor="black", label=name)
-               for name, rgb in zip(names, CLASS_COLOURS, strict=True)]
-    fig.legend(handles=handles, loc="lower center", ncol=3 if cols == 2 else len(handles), fontsize=7,
-               frameon=False)
-    fig.suptitle(f"`{c.variant}` vs `{c.baseline}`: images it gains most on (green), loses most on (red)\n"
-                 "#: image index in the data set; delta: per-image mIoU change, mean over seeds", fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.93))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

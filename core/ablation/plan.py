@@ -161,12 +161,14 @@ def store_estimate(ab: Ablation) -> StoreEstimate | None:
     """Seed sd of the baseline arm from FINISHED runs in the current tracking store (None if < 2)."""
     from mlflow.tracking import MlflowClient
 
+    from core.campaign.runs import search_all
+
     client = MlflowClient()
     exp_ids = [e.experiment_id for e in client.search_experiments()]
     if not exp_ids:
         return None
-    runs = client.search_runs(exp_ids, f"tags.arm_hash = '{ab.baseline.spec.spec_hash}' and "
-                                       "attributes.status = 'FINISHED'", max_results=1000)
+    runs = search_all(client, exp_ids, f"tags.arm_hash = '{ab.baseline.spec.spec_hash}' and "
+                                       "attributes.status = 'FINISHED'")
     by_seed: dict[str, float] = {}
     for run in runs:
         value = run.data.metrics.get("best_val_miou")

@@ -20,6 +20,7 @@ from core.ablation.collect import CLASS_METRICS, COST_METRICS, AblationRecord, c
 from core.ablation.design import BASELINE
 from core.ablation.html import to_html
 from core.ablation.words import baseline_sentence, comparison_line, reason, what_changes
+from core.adapters import NOTE_TAG
 from core.stats import PROB_BETTER_EXPLAINED, compare_arms
 
 REPORT_FILES = ("report.md", "report.csv", "deltas.png", "per_class.png", "masks.png")
@@ -341,7 +342,7 @@ def _log(record: AblationRecord, out: Path, table: pd.DataFrame, summary: list[s
             client.log_artifact(record.parent_run_id, str(out / name), "report")
     note = "\n".join([f"**{record.name}**" + (" (SCREENING)" if record.payload.get("screening") else ""), "",
                       *[f"- {line}" for line in summary], "", "Full report: artifacts report/report.html"])
-    client.set_tag(record.parent_run_id, "mlflow.note.content", note)  # the run's description in the UI
+    client.set_tag(record.parent_run_id, NOTE_TAG, note)  # the run's description in the UI
     metrics = {"baseline_val_miou": float(table.iloc[0]["mean"]),
                "n_better": float((table["verdict"] == "better").sum()),
                "n_worse": float((table["verdict"] == "worse").sum()),

@@ -90,13 +90,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from core import tracking
-    from core.ablation.report import build_report, terminal_table
+    from core.ablation.report import build_report, summary_lines, terminal_table
 
     tracking.setup(args.tracking_uri)
     out, table = build_report(args.ref, args.out)
     print(terminal_table(table))
-    print(f"wrote {out}/report.md, report.csv, deltas.png, per_class.png, masks.png "
-          "(and logged them to the parent run)")
+    for line in summary_lines(table):
+        print(line)
+    print(f"wrote {out}/report.md, report.html, report.csv and the figures (and logged them to the parent run)")
     return 0
 
 
@@ -115,7 +116,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         estimate = store_estimate(ab)
     plan = make_plan(ab, estimate)
     print(plan.text())
-    return 0 if plan.reachable else 1
+    return 0 if plan.reachable or args.arms else 1  # `plan` fails on a refused design, for scripts
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -133,9 +134,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from core import tracking
-    from core.worker import work
+    from core.ablation.runner import ARMS
+    from core.campaign import work_on
+    from core.study.runner import study_trials
 
     tracking.setup(args.tracking_uri, offline_ok=args.offline_ok)
-    ran = work(args.study, args.storage, max_trials=args.max_trials, verbose=0 if args.quiet else 2)
+    ran = work_on(args.study, args.storage, kinds=[ARMS, study_trials()], max_trials=args.max_trials,
+                  verbose=0 if args.quiet else 2)
     print(f"worker: ran {ran} trial(s); no queued work left")
     return 0

@@ -1,6 +1,7 @@
 """Export the winner of an ablation or study, and predict with it.
 
 - :mod:`~core.export.select` chooses the run (from MLflow alone);
+- :mod:`~core.export.evidence` checks that an ablation's winner beats its runner-up, by seed;
 - :mod:`~core.export.formats` writes ``.keras``, SavedModel and TFLite;
 - :mod:`~core.export.check` reloads every format and compares it with the trained model;
 - :mod:`~core.export.publish` logs the MLflow pyfunc and moves the ``champion`` alias;

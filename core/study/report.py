@@ -20,7 +20,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from core.study.runner import PARENT, RUN_ID, SURPLUS, counts, plan_of
+from core.campaign import PARENT, RUN_ID
+from core.study.runner import SURPLUS, counts, plan_of
 from core.study.space import StudyDef
 
 TOP = 5  # best trials listed for a single objective

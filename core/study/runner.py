@@ -1,7 +1,8 @@
-"""One study in Optuna storage and MLflow: create or resume it, run its trials, keep both in step.
+"""One study on the campaign engine: create or resume it, count its budget, run its trials.
 
-The Optuna study is the shared state: its user attributes hold the resolved study (so workers
-anywhere need no file), the MLflow parent run id and an optional deadline. Each trial is one
+The Optuna study (the engine's queue) is the shared state: its user attributes hold the
+resolved study (so workers anywhere need no file), the MLflow parent run id and an optional
+deadline. Each trial is one
 child run of the parent (tags ``ablate.kind=trial``, ``study``, ``trial_number``); the trial's
 user attribute ``mlflow_run_id`` points back. A pruned trial's run ends KILLED, a failed one
 FAILED; ``reconcile`` ends the runs of workers that died.
@@ -20,94 +21,74 @@ import math
 import os
 import socket
 import time
-import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import keras
-import mlflow
 import numpy as np
 import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from core import tracking
+from core import adapters
+from core.campaign import (
+    Counts,
+    ParentRun,
+    Round,
+    TrialKind,
+    child_tags,
+    end_parent,
+    ensure_parent,
+    open_queue,
+    reconcile,
+    remember_run,
+    require_parent,
+    tally,
+)
 from core.errors import AblateError
-from core.reconcile import reconcile
 from core.study.space import StudyDef
 
 KIND = "study"
 PAYLOAD = "ablate.study"  # study user attr: StudyDef.payload()
 HASH = "ablate.definition_hash"
-PARENT = "mlflow_parent_run_id"
-TRACKING_URI = "mlflow_tracking_uri"
 DEADLINE = "ablate.deadline"  # unix time after which no trial starts (--timeout)
 SURPLUS = "ablate.surplus"
-RUN_ID = "mlflow_run_id"
 
 
 # --- create or resume ----------------------------------------------------------------------
 
-def prepare(plan: StudyDef, storage: optuna.storages.BaseStorage, timeout: float | None = None,
-            tracking_uri: str | None = None) -> optuna.Study:
+def prepare(plan: StudyDef, storage: optuna.storages.BaseStorage, timeout: float | None = None) -> optuna.Study:
     """Creates or resumes the study and its MLflow parent run (call ``tracking.setup`` first).
 
     A study of the same name but another base spec, space or objectives is an error: its trials
     would not be comparable. The trial budget, sampler and pruner may change between runs.
     """
-    study = optuna.create_study(study_name=plan.name, storage=storage, directions=plan.directions,
-                                sampler=plan.make_sampler(), pruner=plan.make_pruner(), load_if_exists=True)
+    study = open_queue(plan.name, storage, KIND, directions=plan.directions, sampler=plan.make_sampler(),
+                       pruner=plan.make_pruner())
     old = study.user_attrs.get(HASH)
     if old is not None and old != plan.definition_hash():
         raise AblateError(f"Study '{plan.name}' already exists in this storage with another base spec, space or "
                           f"objectives; give the study a new name (or delete the old one with "
                           f"`optuna delete-study --study-name {plan.name} --storage URL`).")
-    if study.user_attrs.get("ablate.kind", KIND) != KIND:
-        raise AblateError(f"'{plan.name}' in this storage is not a study (it is a {study.user_attrs['ablate.kind']}).")
     if [d.name.lower() for d in study.directions] != plan.directions:
         raise AblateError(f"Study '{plan.name}' exists with directions {study.directions}, not {plan.directions}.")
-    study.set_user_attr("ablate.kind", KIND)
     study.set_user_attr(PAYLOAD, plan.payload())
     study.set_user_attr(HASH, plan.definition_hash())
     study.set_user_attr(DEADLINE, time.time() + timeout if timeout else None)
-    study.set_user_attr(TRACKING_URI, tracking.resolve_tracking_uri(tracking_uri))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        study.set_metric_names(plan.metric_names)
-    ensure_parent(study, plan)
+    adapters.set_metric_names(study, plan.metric_names)
+    ensure_parent(study, parent_run(plan))
     reconcile(study)
     return study
 
 
-def ensure_parent(study: optuna.Study, plan: StudyDef) -> str:
-    """The study's MLflow parent run (created once, set RUNNING again on resume)."""
-    client = MlflowClient()
-    exp_id = tracking.ensure_experiment(plan.name)
-    parent = study.user_attrs.get(PARENT)
-    if parent:
-        try:
-            if client.get_run(parent).info.experiment_id == exp_id:
-                client.update_run(parent, status="RUNNING")
-                _log_definition(client, parent, plan)
-                return str(parent)
-        except mlflow.exceptions.MlflowException:
-            pass  # a new tracking store: start a new parent
-    run = client.create_run(exp_id, run_name=plan.name, tags={
-        "ablate.kind": KIND, "study": plan.name, "optuna_study": study.study_name,
-        "objectives": ",".join(f"{o.metric}:{o.direction}" for o in plan.objectives), **tracking.git_info()})
+def parent_run(plan: StudyDef) -> ParentRun:
+    """What the study's parent run records: the definition (``study.json``), sampler, pruner, space."""
     params = {"sampler": plan.sampler["type"], "pruner": plan.pruner["type"], "space": ",".join(plan.params),
               "objectives": ",".join(plan.metric_names), "epochs": plan.base["train"]["epochs"],
               "data_limit": plan.base["data"]["limit"]}
-    for key, value in params.items():
-        client.log_param(run.info.run_id, key, str(value)[:500])
-    study.set_user_attr(PARENT, run.info.run_id)
-    _log_definition(client, run.info.run_id, plan)
-    return run.info.run_id
-
-
-def _log_definition(client: MlflowClient, run_id: str, plan: StudyDef) -> None:
-    client.log_text(run_id, json.dumps(plan.payload(), indent=2, sort_keys=True), "study.json")
-    client.set_tag(run_id, "n_trials", str(plan.n_trials))
+    return ParentRun(plan.name, tags={"study": plan.name, "objectives": ",".join(
+        f"{o.metric}:{o.direction}" for o in plan.objectives)}, params=params,
+        files={"study.json": json.dumps(plan.payload(), indent=2, sort_keys=True)},
+        start_tags={"n_trials": str(plan.n_trials)})
 
 
 def plan_of(study: optuna.Study) -> StudyDef:
@@ -119,51 +100,17 @@ def plan_of(study: optuna.Study) -> StudyDef:
 
 # --- the trial budget ----------------------------------------------------------------------
 
-@dataclass
-class Counts:
-    """Where a study stands: trials by state (surplus and retried failures left out)."""
-
-    total: int
-    complete: int = 0
-    pruned: int = 0
-    failed: int = 0
-    running: int = 0
-    waiting: int = 0
-    best: str = "-"
-
-    @property
-    def done(self) -> int:
-        return self.complete + self.pruned + self.failed
-
-    @property
-    def claimed(self) -> int:
-        """Trials that use the budget: finished, running or queued."""
-        return self.done + self.running + self.waiting
-
-
 def budget_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """The trials that count towards the budget: no surplus, no failed trial that was retried."""
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    retried = {n for t in trials for n in adapters.retry_history(t)}
     return [t for t in trials if not t.user_attrs.get(SURPLUS)
             and not (t.state == TrialState.FAIL and t.number in retried)]
 
 
 def counts(study: optuna.Study, plan: StudyDef | None = None) -> Counts:
+    """The budget's trials by state (surplus trials and retried failures left out); total: the budget."""
     plan = plan or plan_of(study)
-    c = Counts(plan.n_trials)
-    for t in budget_trials(study.get_trials(deepcopy=False)):
-        if t.state == TrialState.COMPLETE:
-            c.complete += 1
-        elif t.state == TrialState.PRUNED:
-            c.pruned += 1
-        elif t.state == TrialState.FAIL:
-            c.failed += 1
-        elif t.state == TrialState.RUNNING:
-            c.running += 1
-        elif t.state == TrialState.WAITING:
-            c.waiting += 1
-    c.best = best_text(study, plan)
-    return c
+    return tally(budget_trials(study.get_trials(deepcopy=False)), total=plan.n_trials)
 
 
 def best_text(study: optuna.Study, plan: StudyDef) -> str:
@@ -180,12 +127,12 @@ def _has_complete(study: optuna.Study) -> bool:
 
 
 def has_budget(study: optuna.Study) -> bool:
-    """Whether a worker should start another trial (``core.worker`` asks before each one).
+    """Whether a worker should start another trial (the study's ``TrialKind.has_work``).
 
     True while queued retries exist or fewer trials than the budget are claimed; False past the
     ``--timeout`` deadline. Once nothing is left to run or running, it ends the parent run.
-    (While other workers' trials run, ``core.worker`` waits and asks again: should one of them
-    be lost, its retry is queued and taken.)
+    (While other workers' trials run, the worker waits and asks again: should one of them be
+    lost, its retry is queued and taken.)
     """
     plan = plan_of(study)
     c = counts(study, plan)
@@ -204,25 +151,28 @@ def _over_budget(number: int, trials: list[FrozenTrial], n_trials: int) -> bool:
 
 
 def finish_parent(study: optuna.Study, plan: StudyDef | None = None, status: str = "FINISHED") -> None:
-    """Ends the parent run with the study's counts and best value(s) as metrics."""
+    """Ends the parent run (if it is RUNNING) with the study's counts and best value as metrics."""
     plan = plan or plan_of(study)
-    parent = study.user_attrs.get(PARENT)
-    if not parent:
-        return
-    client = MlflowClient()
-    try:
-        if client.get_run(parent).info.status != "RUNNING":
-            return
-    except mlflow.exceptions.MlflowException:
-        return
     c = counts(study, plan)
-    metrics = {"trials_complete": c.complete, "trials_pruned": c.pruned, "trials_failed": c.failed}
+    metrics: dict[str, float] = {"trials_complete": c.complete, "trials_pruned": c.pruned, "trials_failed": c.failed}
+    tags = {}
     if len(plan.objectives) == 1 and _has_complete(study):
         metrics[f"best_{plan.metric_names[0]}"] = float(study.best_value)
-        client.set_tag(parent, "best_trial", str(study.best_trial.number))
-    for key, value in metrics.items():
-        client.log_metric(parent, key, float(value))
-    client.set_terminated(parent, status)
+        tags["best_trial"] = str(study.best_trial.number)
+    end_parent(study, status, metrics, tags)
+
+
+def study_round(study: optuna.Study, plan: StudyDef) -> Round:
+    """What the engine's progress bar shows: finished trials of the budget, pruned, failed, best."""
+    from core.study.report import trial_line
+
+    def describe(trial: FrozenTrial) -> str | None:
+        return None if trial.user_attrs.get(SURPLUS) else f"trial #{trial.number}: {trial_line(trial, plan)}"
+
+    def postfix(st: optuna.Study, c: Counts) -> str:
+        return f"pruned {c.pruned}, failed {c.failed}, running {c.running}; best {best_text(st, plan)}"
+
+    return Round(plan.name, "trial", counts=lambda st: counts(st, plan), describe=describe, postfix=postfix)
 
 
 # --- the objective -------------------------------------------------------------------------
@@ -269,9 +219,8 @@ class StudyObjective:
 
     def __init__(self, study: optuna.Study, verbose: int = 0, seed_offset: int | None = None) -> None:
         self.plan = plan_of(study)
-        self.parent = str(study.user_attrs.get(PARENT))
+        self.parent = require_parent(study)
         self.verbose = verbose
-        _check_tracking(study, self.parent)
         if seed_offset is None:
             index = os.environ.get("ABLATE_WORKER_INDEX")
             seed_offset = int(index) if index is not None else os.getpid()
@@ -289,17 +238,16 @@ class StudyObjective:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         spec, labels = self.plan.spec_for(trial)
         trial.set_user_attr("spec_hash", spec.spec_hash)
-        tags = {"ablate.kind": "trial", "study": self.plan.name, "optuna_study": trial.study.study_name,
-                "trial_number": str(trial.number), "optuna_trial": str(trial.number),
-                "trial_params": json.dumps(labels, sort_keys=True)[:5000]}
-        retried = next(t for t in trials if t.number == trial.number).system_attrs.get("failed_trial")
+        tags = {"ablate.kind": "trial", "study": self.plan.name, "trial_number": str(trial.number),
+                "trial_params": json.dumps(labels, sort_keys=True)[:5000], **child_tags(trial)}
+        retried = adapters.retried_from(next(t for t in trials if t.number == trial.number))
         if retried is not None:
             tags["retry_of"] = str(retried)
         reporter = PruningCallback(trial, self.plan.report_metric) if self.plan.report_metric else None
         outcome = run_spec(spec, experiment=self.plan.name, parent_run_id=self.parent, tags=tags,
                            callbacks=[reporter] if reporter else [], split=self._split(spec),
                            run_name=f"{self.plan.name} #{trial.number}", verbose=self.verbose,
-                           on_start=lambda run_id: trial.set_user_attr(RUN_ID, run_id))
+                           on_start=remember_run(trial))
         trial.set_user_attr("epochs", outcome.result.epochs_run)
         if reporter is not None and reporter.pruned:
             client = MlflowClient()
@@ -321,19 +269,13 @@ class StudyObjective:
         return self._splits[key]
 
 
-def _check_tracking(study: optuna.Study, parent: str) -> None:
-    try:
-        MlflowClient().get_run(parent)
-    except mlflow.exceptions.MlflowException:
-        raise AblateError(
-            f"The MLflow parent run {parent} of study '{study.study_name}' is not in the tracking store "
-            f"{mlflow.get_tracking_uri()}; pass --tracking-uri {study.user_attrs.get(TRACKING_URI)} "
-            f"(the store the study was created with)."
-        ) from None
+def study_trials(seed_offset: int | None = None) -> TrialKind:
+    """The study's ``TrialKind``: its objective (resolving runs that dead workers left RUNNING
+    first) and its budget. ``seed_offset`` None: from ``ABLATE_WORKER_INDEX`` or the process id."""
 
+    def objective(study: optuna.Study, verbose: int) -> StudyObjective:
+        built = StudyObjective(study, verbose, seed_offset)
+        reconcile(study)
+        return built
 
-def objective_for_study(study: optuna.Study, verbose: int = 0) -> StudyObjective:
-    """What ``ablate worker`` runs for a study; resolves runs that dead workers left RUNNING first."""
-    objective = StudyObjective(study, verbose)
-    reconcile(study)
-    return objective
+    return TrialKind(KIND, objective=objective, has_work=has_budget, sampled=True)

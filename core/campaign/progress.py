@@ -1,0 +1,62 @@
+"""The progress bar of a round: finished trials of the round, one line per finished trial.
+
+Example:
+    >>> with Progress(study, round_) as progress:
+    ...     study.optimize(objective, n_trials=1, callbacks=[progress.on_trial])
+"""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+
+import optuna
+from optuna.trial import FrozenTrial
+from tqdm import tqdm
+
+from core.campaign.kinds import Counts, Round
+
+
+class Progress:
+    """A tqdm bar over ``round.counts(study)``: its ``done`` of its ``total``, and the round's postfix.
+
+    Args:
+        study: the queue.
+        round_: what the bar counts and how a finished trial is named.
+    """
+
+    def __init__(self, study: optuna.Study, round_: Round) -> None:
+        self.study = study
+        self.round = round_
+        c = round_.counts(study)
+        self.bar = tqdm(total=c.total, initial=min(c.done, c.total), desc=round_.label, unit=round_.unit,
+                        dynamic_ncols=True, file=sys.stderr)
+        self._show(c)
+
+    def refresh(self) -> Counts:
+        """Reads the counts again and redraws the bar; returns the counts."""
+        c = self.round.counts(self.study)
+        self.bar.n = min(c.done, c.total)
+        self._show(c)
+        return c
+
+    def on_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """An Optuna callback: one line for the finished trial (if the round names it), then the bar."""
+        line = self.round.describe(trial)
+        if line:
+            self.bar.write(f"  {line}")
+        self.refresh()
+
+    def _show(self, c: Counts) -> None:
+        if self.round.postfix is not None:
+            self.bar.set_postfix_str(self.round.postfix(self.study, c), refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

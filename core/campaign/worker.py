@@ -1,0 +1,126 @@
+"""A worker: take trials of one campaign until none are left (``ablate worker``, or inline).
+
+Any number of workers, on any machine that reaches the storage and the tracking server, can
+share one queue. A killed worker's trial is failed by the heartbeat and queued again; a worker
+that finds none left but sees other workers' trials RUNNING waits rather than exits, so that
+it takes the retry of one that was lost.
+
+Example:
+    >>> ran = work_on("ablation.skips", "sqlite:///mlruns/optuna.db", kinds=[ARMS, study_trials()])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from core.campaign.kinds import Objective, TrialKind
+from core.campaign.queue import kind_of
+from core.campaign.reconcile import tidy
+from core.errors import AblateError
+from core.storage import HEARTBEAT_S, load_study, open_storage
+
+OnTrial = Callable[[optuna.Study, FrozenTrial], None]
+EMPTY = "empty"  # trial user attribute: started when nothing was queued, pruned at once
+POLL_S = min(HEARTBEAT_S, 3)  # how often a worker with nothing to take looks again
+
+
+def select_kind(study: optuna.Study, kinds: Sequence[TrialKind]) -> TrialKind:
+    """The kind among ``kinds`` named by the study's ``ablate.kind`` attribute."""
+    name = kind_of(study)
+    for kind in kinds:
+        if kind.name == name:
+            return kind
+    if name is None:
+        raise AblateError(f"Study '{study.study_name}' was not created by ablate (no ablate.kind attribute).")
+    known = ", ".join(k.name for k in kinds)
+    raise AblateError(f"Study '{study.study_name}' holds trials of kind '{name}'; this worker runs only: {known}.")
+
+
+def work_on(study_name: str, storage_url: str | None, kinds: Sequence[TrialKind], max_trials: int | None = None,
+            verbose: int = 0) -> int:
+    """Loads the study ``study_name`` and works on it (what ``ablate worker`` runs); returns how many trials ran."""
+    study = load_study(study_name, open_storage(storage_url))
+    return work(study, select_kind(study, kinds), max_trials=max_trials, verbose=verbose)
+
+
+def work(study: optuna.Study, kind: TrialKind, max_trials: int | None = None, verbose: int = 0,
+         on_trial: OnTrial | None = None) -> int:
+    """Runs trials until ``kind`` has no work and none is running (or ``max_trials``); returns how many ran.
+
+    SIGTERM (docker stop, a terminated worker process) ends the current trial's run KILLED, like Ctrl-C.
+    """
+    objective = kind.objective(study, verbose)
+    if not kind.sampled:
+        objective = _queued_only(objective)
+    ran = 0
+    with _sigterm_as_interrupt(), _quiet_interrupts():
+        while max_trials is None or ran < max_trials:
+            tidy(study)
+            if kind.has_work(study):
+                study.optimize(objective, n_trials=1, catch=(Exception,),
+                               callbacks=[on_trial] if on_trial is not None else None)
+                ran += 1
+            elif study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                time.sleep(POLL_S)  # another worker's trial: wait for it to end or turn stale
+            else:
+                break
+        tidy(study)
+    return ran
+
+
+def _queued_only(objective: Objective) -> Objective:
+    """Prunes a trial that found the queue empty (another worker took the last trial meanwhile)."""
+
+    def run(trial: optuna.Trial) -> float | Sequence[float]:
+        if not trial.user_attrs:  # a queued trial carries the user attributes it was queued with
+            trial.set_user_attr(EMPTY, True)
+            raise optuna.TrialPruned("no queued trial left")
+        return objective(trial)
+
+    return run
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C with its traceback; one line says enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is KeyboardInterrupt:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextlib.contextmanager
+def _quiet_interrupts() -> Iterator[None]:
+    handlers, quiet = logging.getLogger("optuna").handlers, _NoInterruptTraceback()
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
