@@ -59,6 +59,9 @@ class Design:
     """
 
     name: ClassVar[str] = ""
+    # Sequential seeds: True keeps every arm running while any is undecided, so each seed is a
+    # complete block (a factorial model needs every cell per seed); False stops settled arms.
+    complete_blocks: ClassVar[bool] = False
 
     def expand(self, ab: AblationFile, base_raw: dict[str, Any], rebase: Rebase = None) -> list[Arm]:
         """The baseline arm first, then the variants; empty factors and no-op deltas are errors."""

@@ -43,6 +43,8 @@ class Factorial(Design):
         'depth=d4 main effect: +0.021 mIoU [+0.012, +0.030], p=0.002 (Holm) (better than depth=baseline).'
     """
 
+    complete_blocks = True  # the linear model uses only seeds that finished every cell
+
     name = "factorial"
 
     def baseline(self, ab: AblationFile, spec: Spec) -> Arm:

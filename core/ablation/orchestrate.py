@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from core import tracking
 from core.ablation.design import Ablation
+from core.ablation.designs import DESIGNS
 from core.ablation.report import build_report, summary_lines, terminal_table
 from core.ablation.runner import (
     ARMS,
@@ -88,6 +89,8 @@ def _run_sequential(study: optuna.Study, ab: Ablation, design: SequentialDesign,
             d = decisions[arm.key]
             print(f"  look at {n} seeds: {arm.key}: {d.status} ({d.reason})")
         active = [a for a in ab.variants if decisions[a.key].status == "continue"]
+        if active and DESIGNS.get(ab.design).complete_blocks:
+            active = ab.variants  # settled cells keep running: every seed stays a complete block
         following = next_seed_count(design, decisions)
         if following is None or following <= n or not active:
             return
