@@ -81,8 +81,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _validate_workers(args.workers)
     ab = _load(args)
-    check(make_plan(ab), args.screening)  # before any run or store is touched
-    ab.screening = args.screening and not make_plan(ab).reachable
+    plan = make_plan(ab)
+    check(plan, args.screening)  # before any run or store is touched
+    ab.screening = args.screening and not plan.reachable
     uri = tracking.setup(args.tracking_uri, offline_ok=args.offline_ok)
     run_ablation(ab, args.storage, args.workers, args.report_dir, uri)  # workers log where this process does
     return 0
