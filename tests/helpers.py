@@ -164,3 +164,30 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def _tail(path: Path, n: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+
+
+# --- the hardening contract: one line, non-zero exit, no traceback ------------------------
+
+MAX_ERROR_LINE = 400  # characters: a message quotes a bounded excerpt, never the whole input
+
+
+def assert_clean_failure(code: int, stderr: str, pattern: str, exit_code: int = 2) -> str:
+    """The CLI's promise for bad input: the exit code, one ``ablate: error:`` line matching
+    ``pattern`` and shorter than ``MAX_ERROR_LINE``, and no traceback. Returns the line."""
+    assert code == exit_code, f"exit {code}, expected {exit_code}; stderr:\n{stderr[-2000:]}"
+    line = assert_one_error_line(stderr, pattern)
+    assert len(line) < MAX_ERROR_LINE, f"error line of {len(line)} characters: {line[:200]}..."
+    return line
+
+
+def cli_in_process(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Runs ``ablate ARGV`` in this process (no interpreter start-up): (exit code, stdout, stderr)."""
+    from core.cli.main import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse's own errors exit 2
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
