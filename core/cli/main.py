@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from core.cli import commands_ablation, commands_data, commands_export, commands_run, commands_study, commands_team
 
@@ -12,8 +13,16 @@ from core.cli import commands_ablation, commands_data, commands_export, commands
 COMMAND_MODULES = [commands_run, commands_data, commands_ablation, commands_export, commands_team, commands_study]
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``ablate: error:`` line (with a pointer to ``--help``),
+    like every other error of the CLI, instead of the usage block and a second line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ablate: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="ablate",
         description="Ablation studies and architecture search for Mars terrain segmentation, tracked in MLflow.",
     )
