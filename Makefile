@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO_DATA := data/synthetic_mars.npz
 
-.PHONY: setup demo test test-fast bench lint ui clean-runs team-demo
+.PHONY: setup demo test test-fast bench lint ui clean-runs team-demo manifest
 
 setup: $(STAMP)
 
@@ -46,3 +46,8 @@ ui: $(STAMP)
 # on a small ablation, then an audit of every trial and run. KEEP=1 leaves the UIs up until Ctrl-C.
 team-demo: $(STAMP)
 	$(BIN)/python deploy/team_demo.py --workers 2 $(if $(KEEP),--keep,)
+
+# The registries' schemas, read by commands that check specs without importing TensorFlow
+# (core/registry_manifest.json); rerun after adding or changing a block. The tests check it.
+manifest: $(STAMP)
+	$(BIN)/python -m core.manifest

@@ -1,12 +1,17 @@
 """ablate: registered blocks, validated specs and tracked runs for Mars terrain segmentation.
 
-Importing ``core`` registers every block (explicitly, module by module), so a saved
-``.keras`` model of this project reloads after ``import core``.
+Importing ``core`` is cheap: it does not import TensorFlow, so commands that only read specs or
+the tracking store start fast. The blocks register when first built (``core.registry``), or
+explicitly with ``core.load_all()``, which a fresh process calls before loading a saved
+``.keras`` model of this project::
+
+    import core, keras
+    core.load_all()
+    model = keras.saving.load_model("model.keras", safe_mode=True)
 """
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the CLI
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one progress bar (ours) is enough
 
 import warnings  # noqa: E402
@@ -17,12 +22,10 @@ warnings.filterwarnings("ignore", message=".*experimental feature.*")
 # predictions after a reload), so Keras's "no build() method" notice on loading is noise.
 warnings.filterwarnings("ignore", message=r".*does not have a `build\(\)` method implemented.*")
 
-import tensorflow as _tf  # noqa: E402
+from core import quiet  # noqa: E402
+from core.registry import ALL_REGISTRIES, load_all  # noqa: E402
 
-from core import augment, blocks, losses, metrics, models, optim  # noqa: E402  (registration)
-from core.registry import ALL_REGISTRIES  # noqa: E402
+quiet.install()  # TensorFlow's start-up lines stay out of the terminal (not under --debug)
 
-_tf.get_logger().setLevel("ERROR")  # retracing and v1-profiler notices are not the user's business
-
-__all__ = ["ALL_REGISTRIES", "augment", "blocks", "losses", "metrics", "models", "optim"]
+__all__ = ["ALL_REGISTRIES", "load_all"]
 __version__ = "0.1.0"

@@ -15,21 +15,118 @@ constructor names them (see ``core.models.unet.takes``).
 
 Registering a ``keras.layers.Layer`` (or any class with ``get_config``) also makes it
 Keras-serializable under the package ``ablate``, so a saved ``.keras`` model reloads in a
-fresh process after ``import core``.
+fresh process after ``core.load_all()``.
+
+Loading is lazy, so that commands which only read specs start without TensorFlow: the block
+modules (which import Keras) are imported by ``load_all()``, which the first ``get`` or ``build``
+calls. Until then, checking a spec (names, keys, value types and ranges) reads each entry's
+schema from ``core/registry_manifest.json``, a snapshot of the registries written by
+``python -m core.manifest`` (``make manifest``); ``tests/test_registry.py`` fails when the
+snapshot and the code disagree. Once the modules are loaded, the live entries are used.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any, TypeVar
 
-import keras
-
-from core.errors import SpecError
+from core.errors import SpecError, excerpt
 
 T = TypeVar("T")
+
+# The modules that register every shipped component (each imports Keras or TensorFlow).
+IMPLEMENTATIONS = ("core.augment", "core.blocks", "core.losses", "core.metrics", "core.models", "core.optim")
+MANIFEST = Path(__file__).with_name("registry_manifest.json")
+_NO_DEFAULT = {"__no_default__": True}  # a default the manifest cannot hold as JSON (an object)
+
+
+def load_all() -> None:
+    """Imports every implementation module, registering all shipped components (and Keras classes).
+
+    Call it before ``keras.saving.load_model`` on a model of this project in a fresh process.
+    Cheap after the first call.
+    """
+    for module in IMPLEMENTATIONS:
+        importlib.import_module(module)
+
+
+def loaded() -> bool:
+    """Whether the implementation modules (and so TensorFlow) are imported in this process."""
+    import sys
+
+    return all(module in sys.modules for module in IMPLEMENTATIONS)
+
+
+@dataclass(frozen=True)
+class EntrySchema:
+    """What a spec may say about one registered component, without importing it.
+
+    Args:
+        params: the constructor's named arguments (``**kwargs`` and generic Keras ones left out).
+        defaults: each argument's default (``inspect.Parameter.empty`` when it has none).
+        nested: arguments whose values are block configs of another registry (by registry key).
+        ignored_with: ``{key: other keys}`` the component ignores when ``key`` is set.
+        summary: the first line of its docstring.
+    """
+
+    params: frozenset[str]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    nested: dict[str, str] = field(default_factory=dict)
+    ignored_with: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    summary: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "params": sorted(self.params),
+            "defaults": {k: _json_default(v) for k, v in sorted(self.defaults.items())},
+            "nested": dict(sorted(self.nested.items())),
+            "ignored_with": {k: list(v) for k, v in sorted(self.ignored_with.items())},
+            "summary": self.summary,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> EntrySchema:
+        return cls(
+            params=frozenset(d["params"]),
+            defaults={k: _from_json_default(v) for k, v in d["defaults"].items()},
+            nested=dict(d["nested"]),
+            ignored_with={k: tuple(v) for k, v in d["ignored_with"].items()},
+            summary=d["summary"],
+        )
+
+
+def _json_default(value: Any) -> Any:
+    if value is inspect.Parameter.empty:
+        return {"__empty__": True}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+        return list(value)
+    return _NO_DEFAULT
+
+
+def _from_json_default(value: Any) -> Any:
+    if isinstance(value, dict) and value.get("__empty__"):
+        return inspect.Parameter.empty
+    if isinstance(value, dict) and value.get("__no_default__"):
+        return object()  # some object: no scalar rule applies to it
+    return value
+
+
+@cache
+def _manifest() -> dict[str, dict[str, Any]]:
+    """The snapshot of every registry's schemas (``{registry key: {name: schema json}}``)."""
+    try:
+        return json.loads(MANIFEST.read_text())  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return {}
 
 
 class Registry:
@@ -41,14 +138,15 @@ class Registry:
             (``filters``, ``kernel_regularizer``); a spec may not set them.
 
     Example:
-        >>> LOSSES = Registry("loss")
+        >>> LOSSES = Registry("loss", key="losses")
         >>> @LOSSES.register("ce")
         ... class CrossEntropy: ...
         >>> LOSSES.build({"type": "ce"})
     """
 
-    def __init__(self, kind: str, supplied: Iterable[str] = ()) -> None:
+    def __init__(self, kind: str, supplied: Iterable[str] = (), key: str = "") -> None:
         self.kind = kind
+        self.key = key or kind.replace(" ", "_") + "s"  # its name in ALL_REGISTRIES and the manifest
         self.supplied = tuple(supplied)
         self._entries: dict[str, Callable[..., Any]] = {}
         # Nested block parameters: {component name: {param name: Registry}}; validated recursively.
@@ -78,6 +176,8 @@ class Registry:
                     f"{_qualname(self._entries[name])}, now also by {_qualname(obj)}."
                 )
             if inspect.isclass(obj) and hasattr(obj, "get_config"):
+                import keras  # only block modules register Keras classes, and they have imported it
+
                 obj = keras.saving.register_keras_serializable(
                     package="ablate", name=f"{self.kind}.{name}"
                 )(obj)
@@ -89,13 +189,41 @@ class Registry:
         return decorator
 
     def get(self, name: str) -> Callable[..., Any]:
-        """The registered class or function for ``name``; unknown names raise with a hint."""
+        """The registered class or function for ``name`` (loading the implementations first);
+        unknown names raise with a hint."""
+        if name not in self._entries and not loaded():
+            load_all()
         if name not in self._entries:
-            known = ", ".join(sorted(self._entries)) or "(none)"
-            close = difflib.get_close_matches(str(name), list(self._entries), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise SpecError(f"Unknown {self.kind} '{name}'. Known: {known}.{hint}")
+            self._unknown(name)
         return self._entries[name]
+
+    def schema(self, name: str) -> EntrySchema:
+        """What a spec may set on ``name``: from the live entry once loaded, else the manifest."""
+        if name in self._entries:
+            return self._live_schema(name)
+        snapshot = _manifest().get(self.key, {})
+        if name in snapshot and not loaded():
+            return EntrySchema.from_json(snapshot[name])
+        self.get(name)  # loads the implementations, or raises for an unknown name
+        return self._live_schema(name)
+
+    def _live_schema(self, name: str) -> EntrySchema:
+        target = self._entries[name]
+        doc = inspect.getdoc(target) or ""
+        return EntrySchema(
+            params=frozenset(_accepted_params(target)),
+            defaults={k: v for k, v in _defaults(target).items() if k in _accepted_params(target)},
+            nested={k: r.key for k, r in self._nested[name].items()},
+            ignored_with=dict(self._ignored_with[name]),
+            summary=doc.splitlines()[0] if doc else "",
+        )
+
+    def _unknown(self, name: str) -> None:
+        known_names = self.names()
+        known = ", ".join(known_names) or "(none)"
+        close = difflib.get_close_matches(str(name), known_names, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise SpecError(f"Unknown {self.kind} {excerpt(str(name))}. Known: {known}.{hint}")
 
     def build(self, config: Mapping[str, Any] | str, **extra: Any) -> Any:
         """Builds a component from ``{"type": name, **kwargs}`` (or a bare name).
@@ -114,14 +242,18 @@ class Registry:
         if not isinstance(config, Mapping) or "type" not in config:
             raise SpecError(
                 f"A {self.kind} must be a mapping with a 'type' key (one of: "
-                f"{', '.join(sorted(self._entries))}); got {config!r}."
+                f"{', '.join(self.names())}); got {excerpt(config)}."
             )
         kwargs = dict(config)
         return str(kwargs.pop("type")), kwargs
 
     def keys(self, name: str) -> list[str]:
         """The keys a spec may set on ``name``: its constructor's arguments less the supplied ones."""
-        return sorted(_accepted_params(self.get(name)) - set(self.supplied))
+        return sorted(self.params(name) - set(self.supplied))
+
+    def params(self, name: str) -> frozenset[str]:
+        """Every named argument of ``name``'s constructor (supplied ones included)."""
+        return self.schema(name).params
 
     def validate(self, config: Mapping[str, Any] | str, where: str = "", reserved: tuple[str, ...] = ()) -> None:
         """Checks the name and every key against the constructor's signature, recursively.
@@ -131,30 +263,32 @@ class Registry:
         (``ignored_with``). Errors name the key, the place, the block type and the allowed keys.
         """
         name, kwargs = self.split(config)
-        target = self.get(name)
+        if name not in self:
+            self._unknown(name)
+        schema = self.schema(name)
         where = where or self.kind
         taken = set(reserved) | set(self.supplied)
-        allowed = sorted(_accepted_params(target) - taken)
-        defaults = _defaults(target)
+        allowed = sorted(schema.params - taken)
+        defaults = schema.defaults
         for key, value in kwargs.items():
             if key not in allowed:
                 why = ": the builder supplies it" if key in self.supplied else ""
                 raise SpecError(
-                    f"Unknown key '{key}' in {where} (type '{name}'){why}. "
+                    f"Unknown key {excerpt(str(key))} in {where} (type '{name}'){why}. "
                     f"Allowed keys: {', '.join(allowed) or '(none)'}."
                 )
             _check_scalar(f"{where}.{key}", value, defaults.get(key, inspect.Parameter.empty))
-            sub = self._nested[name].get(key)
+            sub = self._nested.get(name, {}).get(key) or ALL_REGISTRIES.get(schema.nested.get(key, ""))
             if sub is not None:
                 if isinstance(value, list):
                     for i, item in enumerate(value):
                         sub.validate(item, where=f"{where}.{key}[{i}]")
                 elif value is not None:
                     sub.validate(value, where=f"{where}.{key}")
-        self._check_ignored(name, kwargs, where)
+        self._check_ignored(name, schema, kwargs, where)
 
-    def _check_ignored(self, name: str, kwargs: Mapping[str, Any], where: str) -> None:
-        for key, others in self._ignored_with[name].items():
+    def _check_ignored(self, name: str, schema: EntrySchema, kwargs: Mapping[str, Any], where: str) -> None:
+        for key, others in schema.ignored_with.items():
             if kwargs.get(key) is None:
                 continue
             for other in others:
@@ -165,21 +299,26 @@ class Registry:
                     )
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        """Every registered name: the live entries, and the manifest's until the modules load."""
+        snapshot = () if loaded() else _manifest().get(self.key, {})
+        return sorted(set(self._entries) | set(snapshot))
 
     def summary(self, name: str) -> str:
         """First line of the docstring of a registered component."""
-        doc = inspect.getdoc(self._entries[name]) or ""
-        return doc.splitlines()[0] if doc else ""
+        return self.schema(name).summary
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or (not loaded() and name in _manifest().get(self.key, {}))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.names())
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every live entry's schema as JSON (what the manifest holds for this registry)."""
+        return {name: self._live_schema(name).to_json() for name in sorted(self._entries)}
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
@@ -198,19 +337,19 @@ def _defaults(target: Callable[..., Any]) -> dict[str, Any]:
 
 
 def _check_scalar(where: str, value: Any, default: Any) -> None:
-    """A value whose default is a number or a bool must be one too (``learning_rate=fast`` is caught here)."""
-    if value is None or default is None or default is inspect.Parameter.empty:
+    """A value whose default is a bool must be one too; numbers and named keys are checked by
+    ``core.domains`` (finite, strict ints, ranges such as ``learning_rate > 0``), from the default
+    alone, so that a bad value is refused when the spec is read, not mid-run or never."""
+    from core.domains import check_keyword, show
+
+    if value is None:
         return
     if isinstance(default, bool):
-        ok = isinstance(value, bool)
-        expected = "true or false"
-    elif isinstance(default, (int, float)):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        expected = "a number"
-    else:
+        if not isinstance(value, bool):
+            raise SpecError(f"Invalid value for '{where}': expected true or false (default {default!r}), "
+                            f"got {show(value)}.")
         return
-    if not ok:
-        raise SpecError(f"Invalid value for '{where}': expected {expected} (default {default!r}), got {value!r}.")
+    check_keyword(where, value, None if default is inspect.Parameter.empty else default)
 
 
 def _accepted_params(target: Callable[..., Any]) -> set[str]:
@@ -236,23 +375,14 @@ BOTTLENECKS = Registry("bottleneck", supplied=_WIDTH)
 UPSAMPLERS = Registry("upsampler", supplied=_WIDTH)
 REGULARIZERS = Registry("regularizer")
 FUSIONS = Registry("fusion", supplied=_WIDTH)
-BRANCHES = Registry("branch")  # the global branch of the coarse-fine model
-LOSSES = Registry("loss")
+BRANCHES = Registry("branch", key="branches")  # the global branch of the coarse-fine model
+LOSSES = Registry("loss", key="losses")
 AUGMENTATIONS = Registry("augmentation")
 OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("schedule")
 
 ALL_REGISTRIES: dict[str, Registry] = {
-    "models": MODELS,
-    "conv_blocks": CONV_BLOCKS,
-    "skips": SKIPS,
-    "bottlenecks": BOTTLENECKS,
-    "upsamplers": UPSAMPLERS,
-    "regularizers": REGULARIZERS,
-    "fusions": FUSIONS,
-    "branches": BRANCHES,
-    "losses": LOSSES,
-    "augmentations": AUGMENTATIONS,
-    "optimizers": OPTIMIZERS,
-    "schedules": SCHEDULES,
+    r.key: r
+    for r in (MODELS, CONV_BLOCKS, SKIPS, BOTTLENECKS, UPSAMPLERS, REGULARIZERS, FUSIONS, BRANCHES,
+              LOSSES, AUGMENTATIONS, OPTIMIZERS, SCHEDULES)
 }

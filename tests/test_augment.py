@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import core  # noqa: F401  (registers every block)
+from core import load_all
 from core.augment import Policy, warp
 from core.errors import SpecError
 from core.pipeline import train_dataset
 from core.registry import AUGMENTATIONS
 from core.spec import validate
+
+load_all()  # registers every block (a saved model of this project reloads)
 
 H, W = 64, 128
 PHOTOMETRIC = {"brightness_contrast"}  # change intensities only: the mask must stay as it was
@@ -162,10 +164,11 @@ def test_policy_runs_inside_tf_data_and_is_deterministic() -> None:
 @pytest.mark.parametrize(
     ("config", "match"),
     [
-        ({"type": "rotate", "p": 1.5}, r"p must be in \[0, 1\]"),
+        ({"type": "rotate", "p": 1.5}, r"'augmentation.p': expected a number in \[0, 1\]"),
         ({"type": "zoom", "scale": [1.2, 0.8]}, "zoom: scale must be"),
-        ({"type": "cutout", "size": 0}, r"cutout: size must be in \(0, 1\]"),
-        ({"type": "elastic", "spacing": 1}, "elastic: spacing must be >= 2"),
+        ({"type": "cutout", "size": 0}, r"'augmentation.size': expected a number > 0, got 0"),
+        ({"type": "cutout", "size": 1.5}, r"cutout: size must be in \(0, 1\]"),  # the constructor's own check
+        ({"type": "elastic", "spacing": 1}, "'augmentation.spacing': expected an integer >= 2"),
         ({"type": "rotat"}, "Unknown augmentation 'rotat'.*Did you mean 'rotate'"),
     ],
 )

@@ -21,12 +21,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import core  # noqa: F401  (registers every block)
+from core import load_all
 from core.blocks.base import DropPath
 from core.errors import SpecError
 from core.models import build_model
 from core.registry import ALL_REGISTRIES, CONV_BLOCKS, REGULARIZERS, SKIPS
 from core.spec import load_spec
+
+load_all()  # registers every block
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 2
@@ -135,7 +137,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import core  # noqa: F401  (what a user imports before loading a model of this project)
+import core
+
+core.load_all()  # what a user calls before loading a model of this project
 
 folder = Path(sys.argv[1])
 x = np.load(folder / "x.npy")

@@ -22,7 +22,6 @@ from helpers import (
 )
 from mlflow.tracking import MlflowClient
 
-import core  # noqa: F401  (registers every block, so the logged model reloads)
 from core.data.loader import file_fingerprint
 from core.metrics import CLASS_NAMES
 from core.spec import load_spec
@@ -139,6 +138,8 @@ INJECT = """
 import sys
 from core import tracking
 from core.cli import main
+
+load_all()  # registers every block (a saved model of this project reloads)
 logged = tracking.MlflowLogger.on_epoch_end
 def on_epoch_end(self, epoch, logs=None):
     logged(self, epoch, logs)

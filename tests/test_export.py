@@ -28,7 +28,6 @@ import pytest
 from helpers import assert_one_error_line, free_port
 from mlflow.tracking import MlflowClient
 
-import core  # noqa: F401  (registers the blocks: model.keras reloads)
 from core import tracking
 from core.cli.main import main
 from core.data.synth import generate
@@ -211,6 +210,8 @@ except ImportError:
 else:
     raise SystemExit("core is importable: the check is not clean")
 import numpy as np, tensorflow as tf
+
+load_all()  # registers every block (a saved model of this project reloads)
 m = tf.saved_model.load({str(store.ablation.out_dir / 'saved_model')!r})
 x = np.load('images.npy')
 u = m.signatures['serving_uint8'](images=tf.constant(x[..., None]))

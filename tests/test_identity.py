@@ -18,7 +18,7 @@ import pytest
 import yaml
 from helpers import PRESET
 
-import core  # noqa: F401  (registers every block)
+from core import load_all
 from core.blocks.conv import DoubleConv
 from core.data import default
 from core.data.loader import file_fingerprint, load_npz
@@ -26,6 +26,8 @@ from core.data.synth import generate, write_npz
 from core.errors import DataError, SpecError
 from core.registry import ALL_REGISTRIES, Registry
 from core.spec import Spec, load_spec
+
+load_all()  # registers every block (a saved model of this project reloads)
 
 
 def npz(path: Path, seed: int) -> Path:

@@ -8,11 +8,13 @@ import keras
 import numpy as np
 import pytest
 
-import core  # noqa: F401  (registers every block)
+from core import load_all
 from core.errors import SpecError
 from core.losses import PixelLoss, class_weights
 from core.registry import LOSSES
 from core.spec import validate
+
+load_all()  # registers every block (a saved model of this project reloads)
 
 C = 5
 SUM = {"type": "sum", "terms": [{"loss": {"type": "ce"}, "weight": 1.0}, {"loss": {"type": "dice"}, "weight": 0.5}]}

@@ -9,7 +9,7 @@ from typing import Any
 import keras
 import pytest
 
-import core  # noqa: F401  (registers every block)
+from core import load_all
 from core.blocks.base import DropPath
 from core.errors import SpecError
 from core.models import build_model
@@ -17,6 +17,8 @@ from core.models.coarse_fine import global_config
 from core.models.unet import encode, make_branch
 from core.registry import FUSIONS
 from core.spec import load_spec
+
+load_all()  # registers every block (a saved model of this project reloads)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "ablations/presets").glob("*.yaml"))

@@ -8,9 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-import core  # noqa: F401  (registers every block)
+from core import load_all
 from core.errors import SpecError
 from core.registry import OPTIMIZERS, SCHEDULES
+
+load_all()  # registers every block (a saved model of this project reloads)
 
 
 def lr_at(schedule: object, step: int) -> float:

@@ -17,12 +17,14 @@ import pandas as pd
 import pytest
 from helpers import assert_one_error_line, require_real_data, requires_real_data
 
-import core  # noqa: F401  (registers the blocks: model.keras reloads)
+from core import load_all
 from core.cli.main import main
 from core.export import load_predictor, predict_file
 from core.export.formats import write_saved_model
 from core.export.npzstream import ArrayWriter, iter_rows, open_member
 from core.models import build_model
+
+load_all()  # registers every block (a saved model of this project reloads)
 
 N_REAL = 100  # the first test images of the real file: enough to span several batches, quick
 
@@ -118,7 +120,7 @@ BAD_INPUTS = {
     "nan": ({"test_set": np.where(np.arange(3)[:, None, None] == 1, np.nan, np.ones((3, 64, 128)))},
             r"NaN or inf values \(first at image 1\)"),
     "out of range": ({"test_set": np.full((2, 64, 128), 300.0)}, r"values span \[300, 300\].*expected 0-255"),
-    "object array": ({"test_set": np.array([None, 1], dtype=object)}, "object \\(pickled\\) data, which is never"),
+    "object array": ({"test_set": np.array([None, 1], dtype=object)}, r"object \(pickled\) array, which is never"),
     "missing split": ({"other": np.zeros((2, 64, 128), np.uint8)}, "has no 'test_set' array"),
 }
 

@@ -8,10 +8,12 @@ from typing import Any
 import keras
 import pytest
 
-import core  # noqa: F401  (registers every block)
+from core import load_all
 from core.cli.main import main
 from core.errors import SpecError
 from core.registry import ALL_REGISTRIES, MODELS, SKIPS, Registry
+
+load_all()  # registers every block (a saved model of this project reloads)
 
 
 class Widget:

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from helpers import PRESET, TINY_MODEL
 
-import core  # noqa: F401  (registers every block)
+from core import load_all
 from core.spec import Spec, load_spec
 from core.train import fit, load_data
+
+load_all()  # registers every block (a saved model of this project reloads)
 
 FAST = ["train.epochs=1", "train.batch_size=16", "train.early_stopping=0", "tracking.log_model=false"]
 

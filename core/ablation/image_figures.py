@@ -18,7 +18,7 @@ import pandas as pd
 
 from core.ablation.collect import AblationRecord
 from core.errors import AblateError
-from core.metrics import CLASS_COLOURS, CLASS_NAMES, per_image_iou, per_image_miou
+from core.scoring import CLASS_COLOURS, CLASS_NAMES, per_image_iou, per_image_miou
 
 if TYPE_CHECKING:
     from core.ablation.images import ImageComparison

@@ -19,24 +19,11 @@ import keras
 from core.blocks.regularizers import Regularizer
 from core.errors import SpecError
 from core.registry import BOTTLENECKS, CONV_BLOCKS, MODELS, REGULARIZERS, SKIPS, UPSAMPLERS, Registry
-
-MAX_DEPTH = 5  # 64 / 2**5 = 2 rows at the bottleneck: the most a 64x128 input allows
-INPUT_SHAPE = (64, 128, 1)  # the course's Mars terrain tiles
+from core.task import INPUT_SHAPE, MAX_DEPTH, check_depth  # noqa: F401  (re-exported)
 
 # Block parameters of a branch: validated recursively by the registry (unknown keys are named).
 NESTED: dict[str, Registry] = {"conv": CONV_BLOCKS, "skip": SKIPS, "bottleneck": BOTTLENECKS,
                                "regularizer": REGULARIZERS, "upsample": UPSAMPLERS}
-
-
-def check_depth(depth: Any, height: int = 64, width: int = 128, where: str = "model.depth") -> None:
-    """Raises a SpecError unless ``depth`` down-samplings fit a ``height`` x ``width`` input."""
-    if isinstance(depth, bool) or not isinstance(depth, int):
-        raise SpecError(f"{where} must be an integer from 1 to {MAX_DEPTH}, got {depth!r}.")
-    if not 1 <= depth <= MAX_DEPTH or height % 2**depth or width % 2**depth:
-        raise SpecError(
-            f"{where}={depth} is not possible for a {height}x{width} input; expected 1-{MAX_DEPTH} "
-            f"down-samplings that divide the input size."
-        )
 
 
 def stage_filters(filters: int, width_mult: float, level: int) -> int:

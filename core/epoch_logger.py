@@ -1,0 +1,36 @@
+"""The Keras callback that logs a run's epochs: metrics every epoch, the mask grid every N."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+
+from core import resilience
+from core.tracking import _as_float, log_metrics, mask_grid
+
+
+class MlflowLogger(keras.callbacks.Callback):
+    """Logs every epoch's metrics and, every ``mask_every`` epochs, the mask grid."""
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray, mask_every: int) -> None:
+        super().__init__()
+        self.images, self.masks, self.mask_every = images, masks, mask_every
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        metrics = {k: float(v) for k, v in (logs or {}).items() if np.isfinite(_as_float(v))}
+        log_metrics(metrics, step=epoch)
+        if self.mask_every and (epoch + 1) % self.mask_every == 0:
+            self.log_masks(epoch)
+
+    def log_masks(self, step: int) -> np.ndarray:
+        pred = np.argmax(self.model.predict(self.images, verbose=0), axis=-1).astype(np.uint8)
+        grid = mask_grid(self.images, self.masks, pred, f"epoch {step + 1}")
+        delivery = resilience.current()
+        if delivery is not None:
+            delivery.log_image(grid, key="masks", step=step)
+        else:
+            mlflow.log_image(grid, key="masks", step=step)
+        return pred
