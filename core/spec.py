@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,24 +23,18 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core.errors import SpecError
+from core.errors import SpecError, excerpt
+from core.names import check_name
+from core.task import check_depth
+from core.yamlio import MAX_KEY, _SpecLoader, excerpt_text, load_file, load_text, shown  # noqa: F401 - _SpecLoader: re-exported
 
 Block = dict[str, Any]  # {"type": registry name, **kwargs}
-
-
-class _SpecLoader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-4`` and ``1.0e4`` as floats (YAML 1.2), not strings as YAML 1.1 does."""
-
-
-_SpecLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+MAX_SEED = 2**32 - 1  # the largest seed NumPy's generators accept
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: `epochs: true` or `epochs: 3.5` is an error, not 1 or 3; no nan or inf anywhere.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 class DataSpec(_Strict):
@@ -72,7 +65,7 @@ class Spec(_Strict):
     """A validated experiment spec."""
 
     name: str = "run"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # NumPy and TensorFlow take seeds in [0, 2**32)
     data: DataSpec = DataSpec()
     model: Block = {"type": "unet"}
     loss: Block = {"type": "ce"}
@@ -160,9 +153,10 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def parse_value(text: str) -> Any:
-    """Parses an override's value as YAML (``3`` -> int, ``[a, b]`` -> list, ``null``)."""
+    """Parses an override's value as YAML (``3`` -> int, ``[a, b]`` -> list, ``null``); text that is
+    not YAML stays a string. The reader's limits apply (see ``core.yamlio``)."""
     try:
-        return yaml.load(text, Loader=_SpecLoader)  # safe: a SafeLoader subclass
+        return load_text(text, f"Override value {excerpt(text, 40)}")
     except yaml.YAMLError:
         return text
 
@@ -172,8 +166,11 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
     out = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
-            raise SpecError(f"Override '{item}' is not of the form key=value (e.g. train.epochs=3).")
+            raise SpecError(f"Override {excerpt(item)} is not of the form key=value (e.g. train.epochs=3).")
         key, _, text = item.partition("=")
+        if len(key) > MAX_KEY:
+            raise SpecError(f"Override key {excerpt(key)} is {len(key)} characters long; expected a dotted key "
+                            f"of at most {MAX_KEY} (e.g. train.epochs).")
         set_dotted(out, key.strip(), parse_value(text))
     return out
 
@@ -220,31 +217,60 @@ def deep_merge(base: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str, A
     return out
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+# What each kind of file looks like, for the messages that say what was expected.
+_EXAMPLES = {"Spec file": "ablations/presets/unet-baseline.yaml", "Ablation file": "ablations/skip_connections.yaml",
+             "Study file": "studies/architecture.yaml"}
+MAX_BASE_CHAIN = 8  # files in one `base:` chain (the presets use at most 4)
+
+
+def read_yaml(path: str | Path, what: str = "Spec file") -> dict[str, Any]:
+    """Reads a YAML file that holds a mapping, through ``core.yamlio`` (size, encoding, duplicate keys,
+    aliases, depth). An empty file is an error, not the default spec: it is almost always a mistake.
+    ``what`` ("Spec file", "Ablation file", "Study file") starts every message."""
     p = Path(path)
+    example = _EXAMPLES.get(what, _EXAMPLES["Spec file"])
     if not p.is_file():
-        raise SpecError(f"Spec file '{p}' not found; expected a YAML file (see ablations/presets/).")
-    try:
-        raw = yaml.load(p.read_text(), Loader=_SpecLoader) or {}  # safe: a SafeLoader subclass
-    except yaml.YAMLError as e:
-        raise SpecError(f"Spec file '{p}' is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise SpecError(f"{what} '{shown(p)}' not found; expected a YAML file (see {example}).")
+    raw = load_file(p, what)
+    if raw is None:
+        raise SpecError(f"{what} '{shown(p)}' is empty; expected a YAML mapping of keys like {example}.")
     if not isinstance(raw, dict):
-        raise SpecError(f"Spec file '{p}' must hold a mapping at the top level, got {type(raw).__name__}.")
+        raise SpecError(f"{what} '{shown(p)}' must hold a mapping at the top level, got {type(raw).__name__}; "
+                        f"expected keys like {example}.")
     return raw
 
 
-def resolve_base(raw: dict[str, Any], origin: Path | None) -> dict[str, Any]:
-    """Resolves ``base: other.yaml`` (relative to the file) by merging onto that file."""
+def resolve_base(raw: dict[str, Any], origin: Path | None, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Resolves ``base: other.yaml`` (relative to the file, else to the working folder) by merging
+    onto that file, and that file's own ``base:`` in turn. ``chain`` holds the files read so far:
+    a file that comes back (a.yaml -> b.yaml -> a.yaml) or a chain over ``MAX_BASE_CHAIN`` files
+    is a SpecError naming the chain, instead of a RecursionError."""
     if "base" not in raw:
         return raw
     raw = dict(raw)
     base_ref = raw.pop("base")
+    if not isinstance(base_ref, str) or not base_ref.strip():
+        where = f"Spec file '{shown(origin)}'" if origin is not None else "The spec"
+        raise SpecError(f"{where}: 'base' must name a spec file (e.g. base: unet-baseline.yaml), "
+                        f"got {excerpt(base_ref)}.")
     base_path = Path(base_ref)
     if origin is not None and not base_path.is_absolute():
         candidate = origin.parent / base_path
         base_path = candidate if candidate.exists() else Path(base_ref)
-    base_raw = resolve_base(read_yaml(base_path), base_path)
+    chain = (*(chain or ((origin,) if origin is not None else ())), base_path)
+    _check_chain(chain)
+    base_raw = resolve_base(read_yaml(base_path), base_path, chain)
     return deep_merge(base_raw, raw)
+
+
+def _check_chain(chain: tuple[Path, ...]) -> None:
+    resolved = [p.resolve() for p in chain]
+    text = excerpt_text(" -> ".join(excerpt_text(p.name, 40) for p in chain), 200)
+    if resolved[-1] in resolved[:-1]:
+        raise SpecError(f"The `base:` chain {text} is a cycle; expected each file once, the last without `base:`.")
+    if len(chain) > MAX_BASE_CHAIN:
+        raise SpecError(f"The `base:` chain {text} is longer than {MAX_BASE_CHAIN} files; "
+                        f"expected a short chain (merge some of its files).")
 
 
 def load_spec(source: str | Path | Mapping[str, Any], overrides: Iterable[str] = ()) -> Spec:
@@ -267,23 +293,42 @@ def validate(raw: Mapping[str, Any]) -> Spec:
         if err["type"] == "extra_forbidden":
             section = ".".join(str(x) for x in err["loc"][:-1]) or "the spec"
             raise SpecError(
-                f"Unknown key '{err['loc'][-1]}' in {section}. Check the spelling; "
+                f"Unknown key {excerpt(str(err['loc'][-1]))} in {section}. Check the spelling; "
                 f"`ablate spec FILE` shows every valid key."
             ) from None
-        raise SpecError(f"Invalid value for '{loc}': {err['msg']} (got {err.get('input')!r}).") from None
+        raise SpecError(f"Invalid value for '{loc}': {err['msg']} (got {excerpt(err.get('input'))}).") from None
+    check_name(spec.name, "Spec name")  # it names MLflow runs, and experiments in ablations and studies
     _validate_blocks(spec)
     return spec
 
 
 def _validate_blocks(spec: Spec) -> None:
+    """Names, keys and value types of every block, from the registries' schemas (no TensorFlow)."""
     from core import registry as R
 
     R.MODELS.validate(spec.model, where="model")  # num_classes and input_shape: supplied by the task
+    schema = R.MODELS.schema(spec.model["type"])
+    if "depth" in schema.params:  # down-samplings must divide the input size
+        check_depth(spec.model.get("depth", schema.defaults.get("depth")))
     R.LOSSES.validate(spec.loss, where="loss")
     R.OPTIMIZERS.validate(spec.optimizer, where="optimizer")
     R.SCHEDULES.validate(spec.schedule, where="schedule")
     for i, aug in enumerate(spec.augment):
         R.AUGMENTATIONS.validate(aug, where=f"augment[{i}]")
+
+
+def check_buildable(spec: Spec) -> None:
+    """The model's own spec-time checks, which instantiate its blocks (this imports TensorFlow).
+
+    ``validate`` checks what the registries' schemas can say without TensorFlow (names, keys,
+    types, ranges), so ``ablate spec`` and ``ablation plan`` start fast. A constructor's own
+    checks (``rates: [0]`` for an ASPP, depth against the input size, a drop-path rate no block
+    takes) need the blocks themselves: every command that trains calls this before its first
+    run (``run_spec``, and campaigns for every arm before queueing), and ``ablate spec --build``
+    on demand. Raises a SpecError naming the block.
+    """
+    from core import registry as R
+
     check = getattr(R.MODELS.get(spec.model["type"]), "check_spec", None)
     if check is not None:
         check(spec)

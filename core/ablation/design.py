@@ -18,15 +18,20 @@ A delta is merged onto the base spec; keys of the model section may be written w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from core import memory
+from core.domains import show
 from core.errors import SpecError
-from core.spec import Spec, deep_merge, read_yaml, resolve_base, set_dotted, validate
+from core.names import check_name
+from core.spec import MAX_SEED, Spec, deep_merge, read_yaml, resolve_base, set_dotted, validate
+from core.yamlio import shown
 
 if TYPE_CHECKING:
     from core.sequential import SequentialDesign
@@ -35,8 +40,13 @@ BASELINE = "baseline"
 _SPEC_SECTIONS = set(Spec.model_fields)
 
 
+# Every file model: unknown keys, `epochs: true`, `3.5` seeds and nan/inf are errors, not coerced.
+_FILE = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]  # NumPy and TensorFlow take seeds in [0, 2**32)
+
+
 class Budget(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _FILE
     epochs: int | None = Field(None, ge=1)
     early_stopping: int | None = Field(None, ge=0)
     data_limit: int | None = Field(None, ge=2)
@@ -45,21 +55,27 @@ class Budget(BaseModel):
 class SeedRange(BaseModel):
     """``seeds: {min: 3, max: 10}``: run seeds in rounds until every variant is decided."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _FILE
     min: int = Field(3, ge=2)  # fewer than 2 pairs give no variance, so no test at all
     max: int = Field(10, ge=2)
     step: int | None = Field(None, ge=1)  # seeds added per round (None: the sequential module's default)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SeedRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
 
 
 class AblationFile(BaseModel):
     """The validated content of an ablation YAML file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _FILE
     name: str
     description: str = ""
     base: str | dict[str, Any]
     design: str = "one-at-a-time"  # a name in core.ablation.designs.DESIGNS, checked by expand()
-    seeds: int | list[int] | SeedRange = 3
+    seeds: int | list[Seed] | SeedRange = 3
     # The smallest change in val mIoU worth detecting: sizes the seeds in `ablate ablation plan`.
     min_effect: float = Field(0.01, gt=0.0, lt=1.0)
     alpha: float = Field(0.05, gt=0.0, lt=0.5)  # family-wise error rate of the verdicts
@@ -157,21 +173,52 @@ def load_ablation(path: str | Path, seeds: int | list[int] | None = None, overri
     (``--until-decided [--max-seeds N]``) forces a sequential one, from the file's seed count
     (or ``seeds.min``) up to ``max_seeds`` (or ``seeds.max``, or 10).
     """
-    raw = read_yaml(path)
+    raw = read_yaml(path, "Ablation file")
     try:
         ab = AblationFile.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise SpecError(f"Ablation file '{path}': invalid '{loc}': {err['msg']}.") from None
+        raise SpecError(f"Ablation file '{shown(Path(path))}': {_describe(e)}") from None
+    check_names(ab, Path(path))
     def prepared(base: str | dict[str, Any]) -> dict[str, Any]:
         raw = _apply_budget(_base_raw(base, Path(path)), ab.budget, overrides)
         return {**raw, "name": ab.name}
 
     arms = expand(ab, prepared(ab.base), rebase=prepared)
+    for arm in arms:  # before anything is queued: an arm too big for this machine would fail every seed
+        try:
+            memory.check(arm.spec)
+        except SpecError as e:
+            raise SpecError(f"Ablation '{ab.name}', arm {arm.key}: {e}") from None
     seed_list, sequential = _seed_plan(ab, seeds, until_decided, max_seeds)
     return Ablation(ab.name, ab.design, arms, seed_list, ab.description, alpha=ab.alpha, min_effect=ab.min_effect,
                     test=ab.test, correction=ab.correction, sequential=sequential)
+
+
+def check_names(ab: AblationFile, path: Path) -> None:
+    """The ablation's, factors' and variants' names follow ``core.names``: they become the MLflow
+    experiment, the Optuna queue, the report folder and the arm keys (``factor=variant``)."""
+    where = f"Ablation file '{shown(path)}'"
+    check_name(ab.name, f"{where}: name")
+    for factor, variants in ab.factors.items():
+        check_name(factor, f"{where}: factor")
+        for variant in variants:
+            check_name(variant, f"{where}: factor '{factor}', variant")
+
+
+# The names pydantic gives the members of a union in an error's place (``seeds.int``,
+# ``seeds.list[constrained-int].1``): left out of the place a message names.
+_UNION_MEMBER = re.compile(r"^(int|float|str|bool|(list|dict|function-\w+)\[.*|[A-Z]\w*)$")
+
+
+def _describe(e: ValidationError) -> str:
+    """One line for a file's first error. A union (``seeds``) reports one error per member; the
+    member of the value's own type (a list for a list) says what is wrong, the others only that
+    the value is not of their type, so the first error that is not a type mismatch is chosen."""
+    errors = e.errors()
+    err = next((x for x in errors if not x["type"].endswith("_type")), errors[0])
+    loc = ".".join(str(x) for x in err["loc"] if not _UNION_MEMBER.match(str(x)))
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"invalid '{loc}': {msg} (got {show(err.get('input'))})."
 
 
 def _seed_plan(ab: AblationFile, seeds: int | list[int] | None, until_decided: bool,

@@ -22,8 +22,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core import memory
 from core.ablation.design import Budget
-from core.errors import SpecError
+from core.errors import SpecError, excerpt
+from core.names import check_name
 from core.spec import apply_overrides, deep_merge, read_yaml, resolve_base, set_dotted, validate
 from core.study.space import (
     EPOCH_METRICS,
@@ -38,6 +40,7 @@ from core.study.space import (
     assign,
     get_dotted,
 )
+from core.yamlio import excerpt_text, shown
 
 EXHAUSTIVE_LIMIT = 256  # spaces with at most this many corner combinations are validated in full
 
@@ -45,8 +48,8 @@ EXHAUSTIVE_LIMIT = 256  # spaces with at most this many corner combinations are 
 class StudyFile(BaseModel):
     """The validated content of a study YAML file (before the base spec is resolved)."""
 
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)  # `trials: 2.5` is an error
+    name: str  # the Optuna study, MLflow experiment and report folder: checked by core.names.check_name
     description: str = ""
     base: str | dict[str, Any]
     trials: int = Field(20, ge=1)  # the trial budget: finished trials, over all workers
@@ -60,18 +63,19 @@ class StudyFile(BaseModel):
 def load_study_file(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
                     trials: int | None = None) -> StudyDef:
     """Reads, validates and resolves a study file; ``overrides`` patch the base spec."""
-    raw = read_yaml(path)
+    raw = read_yaml(path, "Study file")
     try:
         sf = StudyFile.model_validate(raw)
     except ValidationError as e:
-        raise SpecError(f"Study file '{path}': {_describe(e)}") from None
+        raise SpecError(f"Study file '{shown(Path(path))}': {_describe(e)}") from None
+    check_name(sf.name, f"Study file '{shown(Path(path))}': name")
     base = _base_raw(sf.base, Path(path))
     base = apply_overrides(_with_budget(base, sf.budget), overrides)
     base["name"] = sf.name
     try:
         plan = build(sf, base, trials)
     except SpecError as e:
-        raise SpecError(f"Study file '{path}': {e}") from None
+        raise SpecError(f"Study file '{shown(Path(path))}': {e}") from None
     return plan
 
 
@@ -111,7 +115,7 @@ def check_space(plan: StudyDef) -> int:
             if labels is None:
                 raise SpecError(f"space key '{key}' is never active: no choices of the keys in its `when` "
                                 f"({_fmt(param.when)}) satisfy it.")
-            _validate_labels(plan, labels, f"space key '{key}'={label!r}", key)
+            _validate_labels(plan, labels, f"space key '{key}'={excerpt(label)}", key)
             checked += 1
     combos = list(itertools.islice(_all_combinations(plan), EXHAUSTIVE_LIMIT + 1))
     if len(combos) <= EXHAUSTIVE_LIMIT:
@@ -123,7 +127,7 @@ def check_space(plan: StudyDef) -> int:
 
 def _validate_labels(plan: StudyDef, labels: dict[str, Any], what: str, key: str | None = None) -> None:
     try:
-        plan.spec_of(labels)
+        memory.check(plan.spec_of(labels))  # too big for this machine is as invalid as a bad key
     except SpecError as e:
         others = {k: v for k, v in labels.items() if k != key}
         context = f" (with {_fmt(others)})" if others else ""
@@ -199,7 +203,7 @@ def _check_key(key: str, earlier: list[str], space: Mapping[str, Param], base: d
                       for lab in space[cond].labels()]
             bad = [w for w in as_list(wanted) if w not in labels and space[cond].type == "categorical"]
             if bad:
-                raise SpecError(f"space key '{key}': `when` value {bad[0]!r} is not a choice of '{cond}' "
+                raise SpecError(f"space key '{key}': `when` value {excerpt(bad[0])} is not a choice of '{cond}' "
                                 f"({', '.join(map(str, space[cond].labels()))}).")
         elif get_dotted(base, cond) is MISSING and not any(_overlaps(k, cond) for k in earlier):
             raise SpecError(f"space key '{key}': `when` names '{cond}', which is neither set by an earlier "
@@ -222,7 +226,7 @@ def _describe(e: ValidationError) -> str:
         return f"space key '{loc[1]}'{rest}: {msg}."
     if err["type"] == "extra_forbidden":
         return f"unknown key '{'.'.join(loc)}'; expected {', '.join(StudyFile.model_fields)}."
-    return f"invalid '{'.'.join(loc)}': {msg} (got {err.get('input')!r})."
+    return f"invalid '{'.'.join(loc)}': {msg} (got {excerpt(err.get('input'))})."
 
 
 def _with_budget(raw: dict[str, Any], budget: Budget) -> dict[str, Any]:
@@ -242,4 +246,4 @@ def _base_raw(base: str | dict[str, Any], origin: Path) -> dict[str, Any]:
 
 
 def _fmt(d: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in d.items())
+    return excerpt_text(", ".join(f"{k}={excerpt(v, 40)}" for k, v in d.items()), 160)

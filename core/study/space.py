@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import json
 import math
 import warnings
@@ -54,12 +53,13 @@ class Param(BaseModel):
     the spec built so far holds one of those values at ``other.key``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: `log: 1` is an error; no nan or inf bounds (Optuna would sample nan, or loop forever).
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     type: Literal["categorical", "int", "float"]
     choices: list[Any] | dict[str, Any] | None = None
     low: float | None = None
     high: float | None = None
-    step: float | None = None
+    step: float | None = Field(None, gt=0)  # 0 would divide by zero in a grid, and never step in a range
     log: bool = False
     when: dict[str, Any] = Field(default_factory=dict)
 
@@ -125,7 +125,7 @@ class Param(BaseModel):
 class Objective(BaseModel):
     """One value the study optimises: a run metric and its direction."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     metric: str = "val_miou"
     direction: Literal["maximize", "minimize"] = "maximize"
 
@@ -295,23 +295,20 @@ def _retyped(block: Mapping[str, Any], new_type: Any, path: list[str]) -> dict[s
     registry = _registry_for(path)
     if registry is None or new_type not in registry:
         return {"type": new_type}
-    target = registry.get(new_type)
-    fn = target.__init__ if inspect.isclass(target) else target
-    accepted = {p.name for p in inspect.signature(fn).parameters.values()
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    accepted = registry.params(new_type)
     return {"type": new_type, **{k: v for k, v in block.items() if k != "type" and k in accepted}}
 
 
 def _registry_for(path: list[str]) -> Any:
-    from core.models.unet import NESTED
-    from core.registry import AUGMENTATIONS, FUSIONS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
+    from core.registry import ALL_REGISTRIES, AUGMENTATIONS, FUSIONS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
 
     if len(path) == 1:
         return {"model": MODELS, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}.get(path[0])
     if path[0] == "augment" and len(path) == 2:
         return AUGMENTATIONS
     if path[0] == "model":
-        return {**NESTED, "fusion": FUSIONS}.get(path[-1])
+        slots = {k: ALL_REGISTRIES[v] for k, v in MODELS.schema("unet").nested.items()}  # the branch's slots
+        return {**slots, "fusion": FUSIONS}.get(path[-1])
     return None
 
 

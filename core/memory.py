@@ -1,0 +1,249 @@
+"""How much memory a run needs, how much the machine has, and how many workers it can hold.
+
+A spec with ``model.filters: 4096`` validates (the key exists, the value is a positive int), but
+building it asks TensorFlow for tens of gigabytes and fails with a multi-line TypeError or the
+kernel's OOM killer, after the MLflow run has started. :func:`check` refuses such a spec first,
+with one line: the estimate, the limit, and what to change. It is pure arithmetic on the spec (no
+TensorFlow), so campaigns check every arm before queueing any.
+
+The estimate (:func:`estimate`) is a documented, conservative approximation of training a U-Net or
+a coarse-fine model of ``core.models`` with Adam on float32 weights:
+
+- **weights and optimizer state**: parameters x 4 bytes x 4 (the weights, Adam's two moments and
+  the gradient). A branch's parameters are counted per level ``l`` of width
+  ``w_l = filters x width_mult x 2**l`` (``core.models.unet.stage_filters``): an encoder stage, an
+  up-sampling and a decoder stage hold about ``(8 + 46 k**2 / 9) w_l**2`` weights for ``k x k``
+  convolutions (two ``k x k`` convolutions in, a 2x2 transposed convolution up, two ``k x k``
+  convolutions on the concatenated skip out: 8 + 13.5 + 27 for k = 3, rounded up for residual and
+  bilinear variants), and the bottleneck at most ``34 w_depth**2`` (the SE + dilated one; a plain
+  one is 13.5). ``tests/test_hardening_domain.py`` builds real models and checks the count lies
+  between 1 and 2.5 times the true one.
+- **activations**: batch x sum over levels of ``(H / 2**l) x (W / 2**l) x w_l`` x 4 bytes x
+  ``ACTIVATIONS_PER_LEVEL``, the tensors per level that back-propagation keeps (each convolution's
+  output, its batch norm and ReLU, the pooled, up-sampled and concatenated maps, and their
+  gradients), and the same for the global branch of a coarse-fine model on its pooled input.
+- **the runtime**: ``RUNTIME_BYTES`` for TensorFlow itself, the data set and the tracking client.
+
+Mixed precision would halve the activations; the estimate ignores that, erring on the large side.
+
+Example:
+    >>> spec = load_spec("ablations/presets/unet-baseline.yaml")
+    >>> estimate(spec) < 4 * GB
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from core.errors import AblateError, SpecError
+from core.spec import Spec
+
+GB = 10**9  # ABLATE_MEMORY_LIMIT_GB and every message count decimal gigabytes
+LIMIT_ENV = "ABLATE_MEMORY_LIMIT_GB"
+INPUT_HW = (64, 128)  # the course's tiles: core.models.unet.INPUT_SHAPE, which imports Keras
+BYTES_PER_VALUE = 4  # float32
+WEIGHT_COPIES = 4  # the weights, Adam's two moments, the gradient
+ACTIVATIONS_PER_LEVEL = 24  # tensors back-propagation keeps per level, rounded up (see the module doc)
+BOTTLENECK_WEIGHTS = 34  # x w_depth**2: the largest shipped bottleneck (SE + dilated), rounded up
+FUSION_WEIGHTS = 40  # x w_0**2: the largest shipped fusion (cross-scale), rounded up
+RUNTIME_BYTES = 1 * GB  # TensorFlow, the data set and MLflow in one process, before any model
+WORKER_BYTES = RUNTIME_BYTES  # what one more worker process costs before it builds its model
+
+
+def estimate(spec: Spec) -> int:
+    """Bytes a run of ``spec`` needs to train: weights, optimizer state, activations, the runtime.
+
+    A conservative approximation (see the module docstring); pure arithmetic on the spec.
+    """
+    params, values = _sizes(spec.model)
+    weights = params * BYTES_PER_VALUE * WEIGHT_COPIES
+    activations = values * spec.train.batch_size * BYTES_PER_VALUE * ACTIVATIONS_PER_LEVEL
+    return int(min(weights + activations + RUNTIME_BYTES, float(2**62)))  # absurd specs: huge, not inf
+
+
+def parameters(spec: Spec) -> int:
+    """The estimate's parameter count alone (what the tests compare with a built model)."""
+    return int(_sizes(spec.model)[0])
+
+
+def limit() -> int:
+    """Bytes a run may use: ``ABLATE_MEMORY_LIMIT_GB`` if set, else what the machine has free."""
+    return _limit()[0]
+
+
+def check(spec: Spec) -> None:
+    """Raises a SpecError, one line, if ``spec`` needs more memory than :func:`limit` allows."""
+    need = estimate(spec)
+    have, source = _limit()
+    if need <= have:
+        return
+    m = spec.model
+    raise SpecError(
+        f"The model needs about {_gb(need)} to train (filters={_setting(m, 'filters')}, depth={_setting(m, 'depth')}, "
+        f"batch_size={spec.train.batch_size}), over the {_gb(have)} {source}; set {LIMIT_ENV} or reduce "
+        f"model.filters/depth/train.batch_size."
+    )
+
+
+def max_workers() -> int:
+    """Worker processes this machine can run at once: one per CPU core this process may use, and
+    one per ``WORKER_BYTES`` (about 1 GB: a TensorFlow process before its model) of :func:`limit`."""
+    return max(1, min(_cpus(), limit() // WORKER_BYTES))
+
+
+def check_workers(n: int) -> None:
+    """Raises an AblateError, one line, naming the bound if ``n`` workers are more than
+    :func:`max_workers`: more processes than cores only share them, more than memory swap or die."""
+    bound = max_workers()
+    if n <= bound:
+        return
+    have, source = _limit()
+    raise AblateError(
+        f"{n} worker processes are more than this machine can run: at most {bound} ({_cpus()} CPU cores; "
+        f"{_gb(have)} {source}, about {_gb(WORKER_BYTES)} per TensorFlow worker); use --workers {bound} "
+        f"or fewer, or add workers on other machines with `ablate worker`."
+    )
+
+
+# --- the estimate ------------------------------------------------------------------------
+
+def _sizes(model: Mapping[str, Any]) -> tuple[float, float]:
+    """(parameters, activation values per image) of the whole model: its branches and fusion."""
+    params, values = 0.0, 0.0
+    for branch, pooled in _branches(model):
+        p, v = _branch_size(branch, pooled)
+        params, values = params + p, values + v
+    if "fusion" in _defaults(model):  # coarse-fine: the fusion works at the local branch's full width
+        params += FUSION_WEIGHTS * _width(_setting(model, "filters"), _setting(model, "width_mult"), 0) ** 2
+    return params, values
+
+
+def _branches(model: Mapping[str, Any]) -> list[tuple[dict[str, Any], int]]:
+    """Each branch's settings (depth, filters, width_mult, kernel) with the factor its input is
+    pooled by: the local one, and the global one of a coarse-fine model (``model.global_branch``,
+    its keys over the branch builder's defaults)."""
+    out = [({k: _setting(model, k) for k in _FALLBACK} | {"kernel": _kernel(model)}, 1)]
+    if "global_branch" in _defaults(model):
+        from core.registry import BRANCHES
+
+        given = dict(model.get("global_branch") or {})
+        name = str(given.get("type", "unet"))
+        defaults = BRANCHES.schema(name).defaults if name in BRANCHES else {}
+        merged = {k: _number(given.get(k, defaults.get(k)), k) for k in _FALLBACK} | {"kernel": _kernel(given)}
+        downsample = given.get("downsample", defaults.get("downsample"))
+        out.append((merged, downsample if isinstance(downsample, int) and downsample > 0 else 1))
+    return out
+
+
+def _branch_size(branch: Mapping[str, Any], pooled: int) -> tuple[float, float]:
+    """(parameters, activation values per image) of one U-Net branch on an input pooled by ``pooled``."""
+    depth, k = int(branch["depth"]), branch["kernel"]
+    height, width = INPUT_HW[0] / pooled, INPUT_HW[1] / pooled
+    params, values = 0.0, 0.0
+    for level in range(depth):
+        w = _width(branch["filters"], branch["width_mult"], level)
+        params += (8 + 46 * k * k / 9) * w * w
+        values += (height / 4**level) * width * w
+    bottom = _width(branch["filters"], branch["width_mult"], depth)
+    params += BOTTLENECK_WEIGHTS * bottom * bottom
+    values += (height / 4**depth) * width * bottom
+    return params, values
+
+
+def _width(filters: Any, mult: Any, level: int) -> float:
+    """Channels at ``level``, as ``core.models.unet.stage_filters`` rounds them (floats: no overflow)."""
+    return max(1.0, float(round(float(filters) * float(mult) * 2**level)))
+
+
+def _kernel(model: Mapping[str, Any]) -> int:
+    conv = model.get("conv")
+    return int(conv.get("kernel_size", 3)) if isinstance(conv, Mapping) else 3
+
+
+def _defaults(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The model builder's defaults, from the registry's schema (the manifest: no TensorFlow)."""
+    from core.registry import MODELS
+
+    return dict(MODELS.schema(str(model["type"])).defaults)
+
+
+# A model builder without one of these keys is counted as the plain U-Net's default.
+_FALLBACK: dict[str, float] = {"depth": 3, "filters": 16, "width_mult": 1.0}
+
+
+def _setting(model: Mapping[str, Any], key: str) -> float:
+    """The spec's value of a model key, else the builder's default."""
+    value = model.get(key)
+    return _number(_defaults(model).get(key) if value is None else value, key)
+
+
+def _number(value: Any, key: str) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return value if ok else _FALLBACK[key]
+
+
+# --- the machine -------------------------------------------------------------------------
+
+def _limit() -> tuple[int, str]:
+    """(bytes, where that figure comes from, in words for a message)."""
+    text = os.environ.get(LIMIT_ENV, "").strip()
+    if text:
+        try:
+            gb = float(text)
+        except ValueError:
+            gb = math.nan
+        if not math.isfinite(gb) or gb <= 0:
+            raise AblateError(f"{LIMIT_ENV}={text[:40]!r} is not a number of gigabytes > 0; "
+                              f"set it like {LIMIT_ENV}=16, or unset it to use the free memory.")
+        return int(gb * GB), f"set in {LIMIT_ENV}"
+    found = [(n, s) for n, s in (_meminfo_available(), _cgroup_available()) if n is not None]
+    if found:
+        return min(found)
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "of physical memory"
+    except (ValueError, OSError, AttributeError):
+        return 2**62, "(memory unknown)"  # nothing to read: do not refuse
+
+
+def _meminfo_available() -> tuple[int | None, str]:
+    """MemAvailable of /proc/meminfo (Linux): free memory plus what the kernel can reclaim."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "free (MemAvailable)"
+    except (OSError, ValueError, IndexError):
+        pass
+    return None, ""
+
+
+def _cgroup_available() -> tuple[int | None, str]:
+    """The container's limit less its use (cgroup v2 ``memory.max``, or v1), if it has one."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            cap = Path(limit_file).read_text().strip()
+            if cap == "max" or int(cap) >= 2**60:  # no limit (v1 writes a huge number)
+                return None, ""
+            used = int(Path(usage_file).read_text().strip())
+            return max(0, int(cap) - used), "free under the cgroup limit"
+        except (OSError, ValueError):
+            continue
+    return None, ""
+
+
+def _cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _gb(n: float) -> str:
+    return f"{n / GB:,.1f} GB"
