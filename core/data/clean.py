@@ -164,7 +164,7 @@ def clean_npz(
     refuse_same_file(report_path, in_path)
     if os.path.abspath(out) == os.path.abspath(report_path):
         raise DataError(f"The cleaned file and the report both point to '{out}'; give two different paths.")
-    arrays = read_arrays(in_path)
+    arrays = read_arrays(in_path, keys=None)  # every array: the cleaned file keeps the others unchanged
     fingerprint = file_fingerprint(in_path)
     data = from_arrays(arrays, str(in_path), fingerprint)
     report = find_outliers(data.masks, min_group, images=data.images)

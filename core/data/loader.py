@@ -11,13 +11,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import zipfile
-import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from core.data import npz
 from core.errors import DataError
 
 HEIGHT, WIDTH = 64, 128  # the course's image size
@@ -99,44 +98,54 @@ def data_identity(path: str | os.PathLike[str]) -> str:
         return f"unreadable:{os.path.abspath(path)}"
 
 
-def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Read every array of an ``.npz`` into memory, turning read failures into DataError.
+COURSE_KEYS = ("training_set", "test_set", "groups")  # the arrays a course file may hold; others are not read
+
+
+def read_arrays(path: str | os.PathLike[str], keys: Sequence[str] | None = COURSE_KEYS) -> dict[str, np.ndarray]:
+    """Read the course arrays (or ``keys``; None reads all) of an ``.npz``; ``training_set`` must be there.
+
+    Only the named arrays are decompressed, each after its header passed the checks of
+    :mod:`core.data.npz` (no object arrays, a size cap, a zip entry matching its header), so an
+    unused or oversized member costs nothing.
 
     Args:
         path: the ``.npz`` file.
+        keys: the arrays to read if present.
 
     Returns:
         name -> array, in the file's dtypes.
 
     Raises:
-        DataError: the file is missing, not an ``.npz``, truncated/corrupt, or holds object arrays.
+        DataError: the file is missing, not an ``.npz``, truncated/corrupt, has no ``training_set``,
+            or holds an object or oversized array.
     """
-    src = Path(path)
-    if not src.is_file():
-        raise DataError(f"Data file '{src}' not found; expected an .npz with 'training_set'. Check the path.")
-    with src.open("rb") as fh:
-        magic = fh.read(6)
-    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
-        raise DataError(f"'{src}' is not a readable .npz archive or is truncated (no zip header); expected a file saved with np.savez.")
-    try:
-        loaded = np.load(src, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise DataError(f"'{src}' is a single .npy array; expected an .npz archive with 'training_set'.")
-        with loaded as npz:
-            return {name: npz[name] for name in npz.files}
-    except DataError:
-        raise
-    except ValueError as err:
-        if "Object arrays" in str(err):
-            raise DataError(
-                f"'{src}' holds an object (pickled) array, which is not loaded for safety; "
-                "expected numeric arrays: save them with np.savez(path, training_set=uint8_or_float_array)."
-            ) from err
-        raise DataError(f"'{src}' is not a valid .npz archive ({err}); re-export it with np.savez.") from err
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as err:
-        raise DataError(
-            f"'{src}' is not a readable .npz archive or is truncated ({err}); re-download or re-export it."
-        ) from err
+    return npz.read_arrays(path, keys, required=("training_set",), hint="expected the course .npz layout")
+
+
+def check_header(path: str | os.PathLike[str]) -> None:
+    """Check an ``.npz`` against the course layout from its zip directory and array headers alone.
+
+    What a campaign runs before it queues anything: no array is decompressed (only each course
+    array's ``.npy`` header, see :mod:`core.data.npz`), so a missing, truncated or wrongly
+    shaped file is one clear error at once rather than a failure in every trial. Values
+    (labels 0-4, finite pixels) and the bytes past each header are checked when
+    :func:`load_npz` reads the file.
+
+    Raises:
+        DataError: the file is missing, not an ``.npz``, truncated, or its course arrays have the
+            wrong names, shapes or dtypes.
+    """
+    found = npz.array_keys(path)
+    hint = "expected the course .npz layout"
+    members = {key: npz.open_member(path, key, hint) for key in COURSE_KEYS if key in found or key == "training_set"}
+    # Zero-byte views with each header's shape and dtype, so that the loader's own checks (and messages) apply.
+    views = {key: np.broadcast_to(np.zeros((), m.dtype), m.shape) for key, m in members.items()}
+    for key, layout in (("training_set", ("N", 2, HEIGHT, WIDTH)), ("test_set", ("M", HEIGHT, WIDTH))):
+        if key in views:
+            _check_shape(views[key], key, layout)
+            if views[key].dtype.kind not in "uif":
+                raise DataError(f"'{key}' has dtype {views[key].dtype}; expected uint8 or float images.")
+    _read_groups(views, len(views["training_set"]))
 
 
 def _check_images(arr: np.ndarray, name: str) -> float:

@@ -32,7 +32,7 @@ def inspect_npz(path: str | os.PathLike[str], min_group: int = 3) -> dict[str, A
     Example:
         >>> print(format_summary(inspect_npz("../shared/data/mars_ai4mars_64x128.npz")))
     """
-    arrays = read_arrays(path)
+    arrays = read_arrays(path, keys=None)  # every array: the summary lists them all
     fingerprint = file_fingerprint(path)
     data = from_arrays(arrays, str(path), fingerprint)
     counts = np.bincount(data.masks.ravel(), minlength=NUM_CLASSES)

@@ -24,10 +24,13 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from core.errors import AblateError
+from core.errors import AblateError, excerpt
 from core.export import card, check, formats, publish
 from core.export.select import Choice, Selector, select
+from core.names import RULE, check_name, inside, is_safe
 from core.spec import Spec, validate
+
+EXPORTS = Path("exports")  # the default export folder: exports/NAME
 
 
 @dataclass
@@ -48,8 +51,8 @@ def export_model(sel: Selector, out: Path | None = None, name: str | None = None
     """Exports the run ``sel`` picks (see :mod:`core.export.select`); MLflow must be set up."""
     client = MlflowClient()
     choice = select(client, sel)
-    model_name = name or choice.name
-    out = out or Path("exports") / model_name
+    model_name = model_name_for(name, choice)
+    out = out or inside(EXPORTS, model_name, "Registered model name")
     model_run = refit_run(choice) if refit else choice.run
     with tempfile.TemporaryDirectory() as tmp:
         model_file, spec = fetch(client, model_run.info.run_id, Path(tmp))
@@ -69,6 +72,22 @@ def export_model(sel: Selector, out: Path | None = None, name: str | None = None
                 run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
                 publish.move_alias(client, model_name, version)
     return ExportResult(out, model_name, version, choice, run_id, model_run.info.run_id, checks)
+
+
+def model_name_for(name: str | None, choice: Choice) -> str:
+    """The registered model's name: ``--name``, else the study, ablation or experiment chosen from.
+
+    Checked against ``core.names`` before anything is built or logged: MLflow refuses some names
+    (``a/b``) only when the model is logged, which would leave a logged model and a built bundle.
+    An experiment name need not be safe (MLflow allows spaces), so the message asks for ``--name``.
+    """
+    if name is not None:
+        return check_name(name, "--name")
+    if not is_safe(choice.name):
+        kind = choice.source if choice.source in ("study", "ablation") else "experiment"
+        raise AblateError(f"The {kind} name {excerpt(choice.name, 60)} cannot name the registered model "
+                          f"(expected {RULE}); give one with --name.")
+    return choice.name
 
 
 def fetch(client: MlflowClient, run_id: str, dst: Path) -> tuple[Path, Spec]:

@@ -18,6 +18,8 @@ Example:
 from __future__ import annotations
 
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +36,91 @@ class ExportError(AblateError):
     """An export could not be produced or failed its reload check."""
 
 
-def load_keras(path: str | Path) -> keras.Model:
-    """Loads a ``.keras`` model with ``safe_mode=True`` (no arbitrary code), uncompiled."""
-    import core  # noqa: F401  (registers the project's blocks so their layers deserialize)
+INPUT_SHAPE = (None, HEIGHT, WIDTH, 1)  # the task: 64x128 grayscale images in [0, 1]
+OUTPUT_SHAPE = (None, HEIGHT, WIDTH, NUM_CLASSES)  # per-pixel class scores
 
+
+def load_keras(path: str | Path) -> keras.Model:
+    """Loads a ``.keras`` model of the task, uncompiled, without running code from the file.
+
+    ``safe_mode=True``: a file that stores Python code (a ``Lambda`` layer's function) is
+    refused, not run. The archive is checked before Keras opens it, so an empty, truncated or
+    foreign file is reported as such (Keras says "File not found"), and the loaded model must
+    map (N, 64, 128, 1) images to (N, 64, 128, 5) class scores.
+
+    Raises:
+        ExportError: the file is missing, corrupt, holds code, or is not a model of this task.
+    """
     p = Path(path)
-    if not p.is_file():
-        raise ExportError(f"Model file '{p}' not found; expected a .keras file saved by `ablate run`.")
+    _check_keras_archive(p)
+    _register_project_classes()
     try:
-        return keras.saving.load_model(p, safe_mode=True, compile=False)
-    except (ValueError, TypeError, OSError) as e:
-        raise ExportError(f"'{p}' could not be loaded as a Keras model: {str(e).splitlines()[0]}") from e
+        model = keras.saving.load_model(p, safe_mode=True, compile=False)
+    except (ValueError, TypeError, KeyError, AttributeError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        text = str(e)
+        if "safe_mode" in text or "arbitrary code" in text:
+            raise ExportError(f"'{p}' stores Python code (e.g. a Lambda layer), which safe mode refuses to run; "
+                              "rebuild the model from registered blocks and save it again.") from e
+        raise ExportError(f"'{p}' is corrupt or not a model of this project: {_excerpt(text)}") from e
+    check_task_model(model, p.name)
+    return model
+
+
+def check_task_model(model: keras.Model, name: str) -> None:
+    """Raises ExportError unless ``model`` maps (N, 64, 128, 1) images to (N, 64, 128, 5) scores."""
+    ins, outs = _shapes(model, "inputs"), _shapes(model, "outputs")
+    if (len(ins), len(outs)) == (1, 1) and ins[0][1:] == INPUT_SHAPE[1:] and outs[0][1:] == OUTPUT_SHAPE[1:]:
+        return
+    raise ExportError(f"Model '{name}' takes inputs {_show(ins)} and gives {_show(outs)}; expected inputs "
+                      f"{INPUT_SHAPE} and per-pixel scores {OUTPUT_SHAPE}: a model trained by `ablate run`.")
+
+
+def _shapes(model: keras.Model, attr: str) -> list[tuple[int | None, ...]]:
+    try:  # a subclassed model that was never called has no symbolic inputs or outputs
+        return [tuple(t.shape) for t in getattr(model, attr) or []]
+    except (AttributeError, TypeError, ValueError):
+        return []
+
+
+def _show(shapes: list[tuple[int | None, ...]]) -> str:
+    return "an unknown shape" if not shapes else str(shapes[0]) if len(shapes) == 1 else str(shapes)[:120]
+
+
+def _check_keras_archive(p: Path) -> None:
+    """Refuses a missing, empty, non-zip or bomb-sized ``.keras`` before Keras reads it."""
+    from core.data.npz import MAX_BYTES_ENV, max_array_bytes
+
+    if not p.exists():
+        raise ExportError(f"Model file '{p}' not found; expected a .keras file saved by `ablate run`.")
+    if not p.is_file() or not zipfile.is_zipfile(p):
+        what = "a folder" if p.is_dir() else "an empty file" if p.stat().st_size == 0 else "not a zip archive"
+        raise ExportError(f"Model file '{p}' is corrupt or unreadable ({what}, e.g. truncated); expected a .keras "
+                          "archive saved by Keras 3: re-export or re-download it.")
+    try:
+        with zipfile.ZipFile(p) as zf:
+            names, unpacked = zf.namelist(), sum(i.file_size for i in zf.infolist())
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ExportError(f"Model file '{p}' is corrupt or unreadable ({_excerpt(str(e))}); re-export it.") from e
+    if "config.json" not in names:
+        raise ExportError(f"Model file '{p}' is a zip without config.json (found {sorted(names)[:5]}); expected a "
+                          ".keras archive saved by Keras 3.")
+    if unpacked > max_array_bytes():
+        raise ExportError(f"Model file '{p}' unpacks to {unpacked / 1e9:.3g} GB, over the limit of "
+                          f"{max_array_bytes() / 1e9:.3g} GB; refused unread (raise {MAX_BYTES_ENV} if genuine).")
+
+
+def _register_project_classes() -> None:
+    """Imports the modules whose decorators register the project's Keras classes (idempotent)."""
+    import core.augment
+    import core.blocks
+    import core.losses
+    import core.metrics
+    import core.models
+    import core.optim  # noqa: F401
+
+
+def _excerpt(text: str) -> str:
+    return (text.splitlines() or ["(no message)"])[0][:160]
 
 
 def preprocess(images: tf.Tensor) -> tf.Tensor:

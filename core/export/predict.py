@@ -13,13 +13,12 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +27,13 @@ import numpy as np
 from core.data.io import atomic_path, check_npz_suffix, refuse_same_file
 from core.data.loader import HEIGHT, WIDTH
 from core.errors import AblateError, DataError
+from core.export.loading import RUN_ID, Predictor, load_predictor
 from core.export.npzstream import ArrayWriter, Member, iter_rows, open_member
 from core.metrics import CLASS_COLOURS, NUM_CLASSES
 
-Predictor = Callable[[np.ndarray], np.ndarray]  # float32 (n, 64, 128, 1) in [0, 1] -> uint8 masks (n, 64, 128)
+__all__ = ["RUN_ID", "PredictResult", "Predictor", "check_request", "load_predictor", "predict_file"]
+
 SPLITS = {"test": "test_set", "train": "training_set"}
-RUN_ID = re.compile(r"[0-9a-f]{32}")
 OVERLAY_ALPHA = 0.5  # mask colour over the grayscale image
 
 
@@ -48,84 +48,13 @@ class PredictResult:
     seconds: float
 
 
-# --- models ----------------------------------------------------------------------------------
-
-def load_predictor(ref: str) -> Predictor:
-    """A predictor from an export folder, a ``.keras`` file, ``models:/NAME@ALIAS`` or a run id.
-
-    ``models:/`` URIs and run ids need MLflow's tracking URI to be set first.
-    """
-    if ref.startswith("models:/"):
-        return _pyfunc(ref)
-    path = Path(ref)
-    if path.is_dir():
-        if (path / "saved_model" / "saved_model.pb").is_file():
-            return _saved_model(path / "saved_model")
-        if (path / "saved_model.pb").is_file():
-            return _saved_model(path)
-        if (path / "model.keras").is_file():
-            return _keras(path / "model.keras")
-        raise AblateError(f"Folder '{path}' holds no saved_model/ or model.keras; expected an `ablate export` folder.")
-    if path.is_file() and path.suffix == ".keras":
-        return _keras(path)
-    if RUN_ID.fullmatch(ref):
-        return _run(ref)
-    raise AblateError(f"Model '{ref}' not found: expected an export folder (with saved_model/ or model.keras), a "
-                      ".keras file, models:/NAME@ALIAS or a 32-character MLflow run id.")
-
-
-def _saved_model(path: Path) -> Predictor:
-    import tensorflow as tf
-
-    try:
-        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-    except (KeyError, OSError, ValueError) as e:
-        raise AblateError(f"'{path}' is not a SavedModel written by `ablate export` ({e}).") from e
-    return lambda x: serve(images=tf.constant(x))["masks"].numpy()
-
-
-def _keras(path: Path) -> Predictor:
-    from core.export.formats import load_keras
-
-    model = load_keras(path)
-    return lambda x: np.argmax(model.predict_on_batch(x), axis=-1).astype(np.uint8)
-
-
-def _pyfunc(uri: str) -> Predictor:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = mlflow.pyfunc.load_model(uri)
-    except (MlflowException, OSError) as e:
-        raise AblateError(f"Could not load '{uri}' from the model registry at {mlflow.get_tracking_uri()}: "
-                          f"{str(e).splitlines()[0]}. Export a model first (`ablate export`) or check the name, "
-                          "alias and --tracking-uri.") from None
-    return lambda x: np.asarray(model.predict(x))
-
-
-def _run(run_id: str) -> Predictor:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    tmp = tempfile.mkdtemp(prefix="ablate-model-")
-    try:
-        path = MlflowClient().download_artifacts(run_id, "model/model.keras", tmp)
-        return _keras(Path(path))
-    except (MlflowException, OSError) as e:
-        raise AblateError(f"Run '{run_id}' has no model/model.keras artifact in the tracking store: "
-                          f"{str(e).splitlines()[0]}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 # --- input ---------------------------------------------------------------------------------
 
 def open_images(data: str | Path, split: str) -> Member:
     """The split's image array, checked for shape and dtype (values are checked while reading)."""
     if split not in SPLITS:
         raise AblateError(f"--split must be one of {', '.join(SPLITS)}; got '{split}'.")
-    member = open_member(data, SPLITS[split])
+    member = open_member(data, SPLITS[split], hint="use --split to pick another")
     s = member.shape
     ok = (len(s) == 4 and s[1:] == (2, HEIGHT, WIDTH)) if split == "train" else (
         (len(s) == 3 and s[1:] == (HEIGHT, WIDTH)) or (len(s) == 4 and s[1:] == (HEIGHT, WIDTH, 1)))
@@ -136,6 +65,9 @@ def open_images(data: str | Path, split: str) -> Member:
         raise DataError(f"'{member.key}' has dtype {member.dtype}; expected uint8 or float images.")
     if s[0] == 0:
         raise DataError(f"'{member.key}' in '{member.path}' is empty; expected at least one image.")
+    if member.fortran:  # checked here, before any output exists, rather than when the rows are read
+        raise DataError(f"'{member.key}' in '{member.path}' is stored in Fortran order; re-save it with "
+                        f"np.savez(path, {member.key}=np.ascontiguousarray(array)).")
     return member
 
 

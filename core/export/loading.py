@@ -1,0 +1,205 @@
+"""The model ``ablate predict`` uses: from a path, ``models:/``, ``runs:/`` or a run id, running no stored code.
+
+What is loaded, and why that is safe:
+
+- a ``.keras`` file, with Keras safe mode (a stored ``Lambda`` function is refused, not run);
+  see :func:`core.export.formats.load_keras`, which also checks the model's shapes;
+- a SavedModel folder, with ``tf.saved_model.load``: it restores TensorFlow graphs and weights
+  and imports no Python from the folder (a graph can still read or write files when called, so
+  use SavedModels you trust). Its ``serving_default`` must map ``images`` to ``masks``;
+- an MLflow URI is resolved to the run's or logged model's artifacts, and only ``model.keras``
+  or a SavedModel is downloaded and loaded as above. ``mlflow.pyfunc.load_model`` is never
+  called: it imports and runs Python stored in the tracking store.
+
+Example:
+    >>> predictor = load_predictor("models:/mars-seg@champion")
+    >>> masks = predictor(images)  # float32 (n, 64, 128, 1) in [0, 1] -> uint8 (n, 64, 128)
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.data.loader import HEIGHT, WIDTH
+from core.errors import AblateError
+
+Predictor = Callable[[np.ndarray], np.ndarray]  # float32 (n, 64, 128, 1) in [0, 1] -> uint8 masks (n, 64, 128)
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+STORE_SCHEMES = ("models:/", "runs:/")
+# Where a model's weights sit in the store, first match wins: `ablate export`'s bundle (export/),
+# a training run (model/model.keras), the pyfunc's SavedModel artifact (artifacts/saved_model).
+KERAS_FILES = ("model.keras", "model/model.keras")
+SAVED_MODEL_DIRS = ("", "saved_model", "artifacts/saved_model")
+
+
+def load_predictor(ref: str) -> Predictor:
+    """A predictor from an export folder, a ``.keras`` file, a SavedModel folder, ``models:/NAME@ALIAS``,
+    ``models:/NAME/VERSION``, ``runs:/RUN_ID/PATH`` or a run id (MLflow's tracking URI set first)."""
+    if ref.startswith(STORE_SCHEMES):
+        return _from_store(ref, _run_roots(ref) if ref.startswith("runs:/") else _version_roots(ref))
+    path = Path(ref)
+    if path.is_dir():
+        return _from_folder(path)
+    if path.suffix == ".keras":
+        return _keras(path)  # a missing or corrupt file gets its own message
+    if RUN_ID.fullmatch(ref) and not path.exists():
+        return _from_store(ref, _run_roots(ref))
+    if path.is_file():
+        raise AblateError(f"Model '{ref}' is neither a .keras file nor a folder; expected an export folder (with "
+                          "saved_model/ or model.keras), a .keras file or a SavedModel folder.")
+    raise AblateError(f"Model '{ref}' not found: expected an export folder (with saved_model/ or model.keras), a "
+                      ".keras file, models:/NAME@ALIAS, runs:/RUN_ID/PATH or a 32-character MLflow run id.")
+
+
+def _from_folder(path: Path) -> Predictor:
+    if (path / "saved_model").is_dir():  # an export folder: checked in-graph preprocessing included
+        return _saved_model(path / "saved_model")
+    if (path / "saved_model.pb").exists() or (path / "variables").is_dir():
+        return _saved_model(path)
+    if (path / "model.keras").exists():
+        return _keras(path / "model.keras")
+    raise AblateError(f"Folder '{path}' holds no saved_model/ or model.keras; expected an `ablate export` folder.")
+
+
+def _keras(path: Path) -> Predictor:
+    from core.export.formats import load_keras
+
+    model = load_keras(path)  # safe mode, shapes checked
+    return lambda x: np.argmax(model.predict_on_batch(x), axis=-1).astype(np.uint8)
+
+
+def _saved_model(path: Path) -> Predictor:
+    import tensorflow as tf
+
+    if not (path / "saved_model.pb").is_file():
+        raise AblateError(f"SavedModel folder '{path}' is broken: it has no saved_model.pb; re-export it with "
+                          "`ablate export`.")
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError) as e:
+        raise AblateError(f"SavedModel '{path}' is corrupt or unreadable ({_excerpt(e)}); re-export it with "
+                          "`ablate export`.") from None
+    serve = loaded.signatures.get("serving_default") if hasattr(loaded, "signatures") else None
+    _check_signature(serve, path)
+    return lambda x: serve(images=tf.constant(x))["masks"].numpy()  # `loaded` stays alive through `serve`
+
+
+def _check_signature(serve: Any, path: Path) -> None:
+    """``serving_default`` must take ``images`` and return ``masks`` (N, 64, 128), as `ablate export` writes."""
+    if serve is None:
+        raise AblateError(f"SavedModel '{path}' has no serving_default signature; expected one written by "
+                          "`ablate export` (images -> masks).")
+    inputs = dict(serve.structured_input_signature[1])
+    outputs = dict(serve.structured_outputs)
+    masks = outputs.get("masks")
+    if "images" in inputs and masks is not None and tuple(masks.shape)[1:] == (HEIGHT, WIDTH):
+        return
+    raise AblateError(f"SavedModel '{path}' takes {{{_specs(inputs)}}} and gives {{{_specs(outputs)}}}; expected "
+                      f"images -> masks (None, {HEIGHT}, {WIDTH}), as `ablate export` writes.")
+
+
+def _specs(specs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {tuple(v.shape) if v.shape.rank is not None else '(any)'}" for k, v in specs.items())[:100]
+
+
+# --- the tracking store --------------------------------------------------------------------------
+
+def _run_roots(ref: str) -> list[str]:
+    """``runs:/ID/PATH`` itself, or a run id's model/ and export/ folders, once the run is known to exist."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    run_id = ref.removeprefix("runs:/").partition("/")[0]
+    try:
+        MlflowClient().get_run(run_id)  # else an unknown run would read as a run without a model
+    except MlflowException as e:
+        raise _store_error(ref, e) from None
+    return [ref] if ref.startswith("runs:/") else [f"runs:/{ref}/model", f"runs:/{ref}/export"]
+
+
+def _version_roots(uri: str) -> list[str]:
+    """Artifact URIs of a registered version (its run's export/ first) or of a logged model ``models:/m-...``."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client, body = MlflowClient(), uri.removeprefix("models:/")
+    try:
+        if "@" in body or "/" in body:
+            name, sep, rest = body.partition("@") if "@" in body else body.partition("/")
+            mv = (client.get_model_version_by_alias(name, rest) if sep == "@"
+                  else client.get_model_version(name, rest))
+            roots = [f"runs:/{mv.run_id}/export"] if mv.run_id else []
+            if getattr(mv, "model_id", None):
+                roots.append(client.get_logged_model(mv.model_id).artifact_location)
+            elif mv.source and not mv.source.startswith("models:/"):
+                roots.append(mv.source)
+            return roots
+        return [client.get_logged_model(body).artifact_location]
+    except MlflowException as e:
+        raise _store_error(uri, e) from None
+
+
+def _from_store(uri: str, roots: list[str]) -> Predictor:
+    """Downloads the first model.keras or SavedModel found under ``roots`` and loads it safely."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    tmp = tempfile.mkdtemp(prefix="ablate-model-")
+    try:
+        for root in roots:
+            found = _find(root)
+            if found is not None:
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=found[0], dst_path=tmp))
+                return _keras(local) if found[1] == "keras" else _saved_model(local)
+    except (MlflowException, OSError) as e:
+        raise _store_error(uri, e) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # both formats are in memory once loaded
+    raise AblateError(f"'{uri}' has no model.keras or SavedModel artifact; predict never runs a logged model's "
+                      "Python code (a pyfunc): log the model with `ablate run` or `ablate export`.")
+
+
+def _find(root: str) -> tuple[str, str] | None:
+    """(artifact URI, "keras" or "saved_model") of the first model under ``root``, listing only."""
+    if root.endswith(".keras"):
+        return root, "keras"
+    for name in KERAS_FILES:
+        if _exists(root, name):
+            return f"{root}/{name}", "keras"
+    for name in SAVED_MODEL_DIRS:
+        if _exists(root, f"{name}/saved_model.pb".lstrip("/")):
+            return (f"{root}/{name}" if name else root), "saved_model"
+    return None
+
+
+def _exists(root: str, rel: str) -> bool:
+    """Whether the file ``root/rel`` is in the store (one listing of its folder, nothing downloaded)."""
+    from mlflow.artifacts import list_artifacts
+    from mlflow.exceptions import MlflowException
+
+    parent, _, name = f"{root}/{rel}".rpartition("/")
+    try:
+        return any(f.path.rstrip("/").rpartition("/")[2] == name and not f.is_dir
+                   for f in list_artifacts(artifact_uri=parent))
+    except (MlflowException, OSError):
+        return False  # a folder that is not there
+
+
+def _store_error(uri: str, e: BaseException) -> AblateError:
+    import mlflow
+
+    from core.resilience import redact_text
+
+    return AblateError(f"Could not read '{uri}' from the tracking store at {redact_text(mlflow.get_tracking_uri())}: "
+                       f"{_excerpt(e)}. Check the name, alias or run id and --tracking-uri.")
+
+
+def _excerpt(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:150]
