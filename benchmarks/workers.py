@@ -73,7 +73,7 @@ def run_workers(folder: Path, name: str, n: int, storage: str, uri: str) -> floa
     """Starts ``n`` workers as ``ablate study run --workers n`` does (a core share each); waits."""
     from core.campaign import worker_env
 
-    cmd = [sys.executable, "-m", "core.cli.main", "worker", "--study", name, "--storage", storage,
+    cmd = [sys.executable, "-m", "core.cli", "worker", "--study", name, "--storage", storage,
            "--tracking-uri", uri, "--quiet"]
     t0 = time.perf_counter()
     procs = [subprocess.Popen(cmd, cwd=folder, env={**worker_env(i, n), "PYTHONPATH": str(ROOT)},

@@ -44,6 +44,11 @@ RDB_CALLS = (
 )
 
 
+# The logger of Optuna's "Trial N failed ..." warnings (a private module's name), which
+# core.campaign.failfast replaces by one line of its own.
+OPTIMIZE_LOGGER = "optuna.study._optimize"
+
+
 def trial_id(trial: FrozenTrial | optuna.Trial) -> int:
     """The storage's id of a trial (private ``_trial_id``: the number is per study, the id is not)."""
     return int(trial._trial_id)

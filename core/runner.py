@@ -15,10 +15,10 @@ import keras
 import numpy as np
 import pandas as pd
 
-from core import tracking
+from core import memory, tracking
 from core.cost import flops_per_image
 from core.metrics import CLASS_NAMES, confusion_matrix, iou_from_confusion, per_image_iou, per_image_miou
-from core.spec import Spec
+from core.spec import Spec, check_buildable
 from core.train import FitResult, Split, fit, load_data, predict_masks
 
 PER_IMAGE_ARTIFACT = "per_image.parquet"  # per-image validation IoU of the restored best model
@@ -104,6 +104,8 @@ def run_spec(
 
     ``on_start(run_id)`` is called once the run exists (a trial records its run id there).
     """
+    check_buildable(spec)  # a constructor's own checks, before any data is loaded or run started
+    memory.check(spec)  # a model too big for this machine: one line now, not a TensorFlow crash mid-run
     split = split or load_data(spec)
     all_tags = {**tracking.provenance_tags(spec, split.fingerprint, split.path), **(tags or {})}
     with tracking.tracked_run(spec, experiment, run_name, parent_run_id, all_tags) as run:

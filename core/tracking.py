@@ -21,14 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import keras
 import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
 from core import resilience
 from core.errors import AblateError
-from core.metrics import CLASS_COLOURS, CLASS_NAMES
+from core.scoring import CLASS_COLOURS, CLASS_NAMES
+from core.signals import describe
 from core.spec import Spec
 
 LOCAL_STORE = Path("mlruns")
@@ -138,6 +138,12 @@ def device_name() -> str:
     return f"GPU x{len(gpus)}" if gpus else f"CPU ({platform.processor() or platform.machine()})"
 
 
+def _keras_version() -> str:
+    import keras
+
+    return str(keras.__version__)
+
+
 def provenance_tags(spec: Spec, fingerprint: str, data_path: str) -> dict[str, str]:
     import tensorflow as tf
 
@@ -147,7 +153,7 @@ def provenance_tags(spec: Spec, fingerprint: str, data_path: str) -> dict[str, s
         "data_fingerprint": fingerprint,
         "data_path": data_path,
         "tf_version": tf.__version__,
-        "keras_version": keras.__version__,
+        "keras_version": _keras_version(),
         "device": device_name(),
         "python": platform.python_version(),
         **git_info(),
@@ -177,8 +183,8 @@ def tracked_run(
             delivery.log_params(spec.flat())
             delivery.log_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True), "spec.json")
             yield run
-        except KeyboardInterrupt:
-            _end(run, delivery, "KILLED", "interrupted by the user (Ctrl-C)")
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGHUP under core.signals
+            _end(run, delivery, "KILLED", describe(e))
             raise
         except BaseException as e:
             _end(run, delivery, "FAILED", f"{type(e).__name__}: {e}", traceback.format_exc())
@@ -282,30 +288,6 @@ def confusion_figure(cm: np.ndarray) -> Any:
     return fig
 
 
-class MlflowLogger(keras.callbacks.Callback):
-    """Logs every epoch's metrics and, every ``mask_every`` epochs, the mask grid."""
-
-    def __init__(self, images: np.ndarray, masks: np.ndarray, mask_every: int) -> None:
-        super().__init__()
-        self.images, self.masks, self.mask_every = images, masks, mask_every
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        metrics = {k: float(v) for k, v in (logs or {}).items() if np.isfinite(_as_float(v))}
-        log_metrics(metrics, step=epoch)
-        if self.mask_every and (epoch + 1) % self.mask_every == 0:
-            self.log_masks(epoch)
-
-    def log_masks(self, step: int) -> np.ndarray:
-        pred = np.argmax(self.model.predict(self.images, verbose=0), axis=-1).astype(np.uint8)
-        grid = mask_grid(self.images, self.masks, pred, f"epoch {step + 1}")
-        delivery = resilience.current()
-        if delivery is not None:
-            delivery.log_image(grid, key="masks", step=step)
-        else:
-            mlflow.log_image(grid, key="masks", step=step)
-        return pred
-
-
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     """Logs metrics to the active run through its delivery queue (directly outside a tracked run)."""
     delivery = resilience.current()
@@ -343,7 +325,7 @@ def _as_float(v: Any) -> float:
         return float("nan")
 
 
-def log_keras_model(model: keras.Model, artifact_path: str = "model") -> None:
+def log_keras_model(model: Any, artifact_path: str = "model") -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
         model.save(path)
@@ -359,3 +341,13 @@ def log_figure(fig: Any, name: str) -> None:
     else:
         mlflow.log_figure(fig, name)
     plt.close(fig)
+
+
+def __getattr__(name: str) -> Any:
+    """``tracking.MlflowLogger``: the Keras callback lives in ``core.epoch_logger``, so that
+    importing this module (every command that reads the tracking store) needs no TensorFlow."""
+    if name == "MlflowLogger":
+        from core.epoch_logger import MlflowLogger
+
+        return MlflowLogger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

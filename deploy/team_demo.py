@@ -212,7 +212,7 @@ def queue_ablation(path: Path, overrides: Sequence[str], storage: str, tracking_
 def start_worker(study: str, storage: str, tracking_uri: str, log: Path,
                  env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``ablate worker`` on the queue, in its own process group, output to ``log``."""
-    cmd = [sys.executable, "-m", "core.cli.main", "worker", "--study", study, "--storage", storage,
+    cmd = [sys.executable, "-m", "core.cli", "worker", "--study", study, "--storage", storage,
            "--tracking-uri", tracking_uri, "--quiet"]
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
@@ -221,7 +221,7 @@ def start_worker(study: str, storage: str, tracking_uri: str, log: Path,
 
 def run_ablate(args: Sequence[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:  # noqa: ANN003
     """``ablate ARGS`` as a child process (output passed through unless captured)."""
-    return subprocess.run([sys.executable, "-m", "core.cli.main", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, **kwargs)
 
 

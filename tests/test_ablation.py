@@ -128,7 +128,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def _cmd(path: Path, tmp_path: Path, *extra: str) -> list[str]:
     data = real_data_path()
-    return [sys.executable, "-m", "core.cli.main", "ablation", "run", str(path), *TINY, f"data.path={data}",
+    return [sys.executable, "-m", "core.cli", "ablation", "run", str(path), *TINY, f"data.path={data}",
             "--storage", f"sqlite:///{tmp_path}/optuna.db", "--report-dir", str(tmp_path / "report"), *extra]
 
 
@@ -159,7 +159,7 @@ def test_end_to_end_report_rebuilt_from_mlflow_equals_first(tmp_path):
     assert {f"report/{f}" for f in ("report.md", "report.csv", "deltas.png", "per_class.png", "masks.png")} <= names
     assert "baseline_val_miou" in client.get_run(parent.info.run_id).data.metrics
 
-    rebuilt = subprocess.run([sys.executable, "-m", "core.cli.main", "ablation", "report", "e2e", "--out",
+    rebuilt = subprocess.run([sys.executable, "-m", "core.cli", "ablation", "report", "e2e", "--out",
                               str(tmp_path / "again")], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=300)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]

@@ -167,7 +167,7 @@ def training_runs(stack: Stack, experiment: str, min_epochs: int = 1, status: st
 
 def popen_cli(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "core.cli.main", *args], cwd=ROOT, stdout=out,
+        return subprocess.Popen([sys.executable, "-m", "core.cli", *args], cwd=ROOT, stdout=out,
                                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 

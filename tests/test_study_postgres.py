@@ -95,7 +95,7 @@ def start_worker(tmp_path: Path, name: str, storage: str, uri: str, tag: str) ->
     log = open(tmp_path / f"worker_{tag}.log", "wb")  # noqa: SIM115 - the child keeps it open
     env = {**os.environ, "PYTHONPATH": str(ROOT), **FAST_HEARTBEAT}
     env.pop("ABLATE_WORKER_INDEX", None)
-    return subprocess.Popen([sys.executable, "-m", "core.cli.main", "worker", "--study", name, "--storage", storage,
+    return subprocess.Popen([sys.executable, "-m", "core.cli", "worker", "--study", name, "--storage", storage,
                              "--tracking-uri", uri, "--quiet"], cwd=tmp_path, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
 

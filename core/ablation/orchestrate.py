@@ -22,14 +22,23 @@ from core.ablation.runner import (
     pairs_round,
     prepare,
 )
-from core.campaign import Launch, end_parent, reconcile, resumable, run_round
+from core.campaign import Launch, end_parent, note_failure, reconcile, resumable, run_round
+from core.errors import AblateError, DataError, SpecError
 from core.sequential import SequentialDesign, decide, next_seed_count
 from core.storage import open_storage, resolve_storage_url
 
 
 def run_ablation(ab: Ablation, storage_url: str | None = None, workers: int = 1, report_dir: str | None = None,
                  tracking_uri: str | None = None) -> str:
-    """Runs every missing (arm, seed) of ``ab`` (in rounds for a sequential design); returns the parent run id."""
+    """Runs every missing (arm, seed) of ``ab`` (in rounds for a sequential design); returns the parent run id.
+
+    Raises:
+        DataError: an arm's data file is unusable (checked before anything is queued or created).
+        TrialsFailed: trials failed for a reason that fails every trial; the parent run ends FAILED.
+        AblateError: no run completed; the parent run ends FAILED and no report is written.
+    """
+    check_data(ab)
+    check_arms(ab)
     launch = Launch(resolve_storage_url(storage_url), workers, tracking_uri)
     study, parent, queued = prepare(ab, open_storage(launch.storage_url))
     with resumable(study, kept=lambda: f"{counts(study, ab).complete} runs kept"):
@@ -45,9 +54,53 @@ def run_ablation(ab: Ablation, storage_url: str | None = None, workers: int = 1,
     return parent
 
 
+def check_data(ab: Ablation) -> None:
+    """Checks every arm's data file from its headers (``core.data.loader.check_header``).
+
+    Before the queue, the parent run or a report exist: a missing, corrupt or wrongly shaped
+    file is one error here rather than a failure in every trial. (Arm specs were validated when
+    the file was loaded.)
+    """
+    from core.data.loader import check_header
+
+    for path in sorted({arm.spec.data.path for arm in ab.arms if arm.spec.data.path}):
+        try:
+            check_header(path)
+        except DataError as e:
+            users = [arm.key for arm in ab.arms if arm.spec.data.path == path]
+            which = "every arm" if len(users) == len(ab.arms) else f"arm(s) {', '.join(users)[:80]}"
+            raise DataError(f"ablation '{ab.name}' ({which}): {e} Nothing was queued.") from None
+
+
+def check_arms(ab: Ablation) -> None:
+    """Runs every arm's build-time checks (``core.spec.check_buildable``) before anything is queued.
+
+    The file's validation (names, keys, types, ranges) ran when it was loaded, without
+    TensorFlow; a constructor's own checks need the blocks, and a campaign is about to train.
+    """
+    from core.spec import check_buildable
+
+    for arm in ab.arms:
+        try:
+            check_buildable(arm.spec)
+        except SpecError as e:
+            raise SpecError(f"ablation '{ab.name}', arm {arm.key}: {e} Nothing was queued.") from None
+
+
 def _finish(study: optuna.Study, ab: Ablation, parent: str, report_dir: str | None, tracking_uri: str | None) -> None:
-    """The report, the dashboard's verdicts, the parent run ended FINISHED, and where to look."""
+    """The report, the dashboard's verdicts, the parent run ended FINISHED, and where to look.
+
+    With no completed run there is nothing to report: the parent ends FAILED and no (empty)
+    report is written.
+    """
     c = counts(study, ab)
+    if not c.complete:
+        error = AblateError(f"no run of ablation '{ab.name}' completed ({c.failed} of {c.total} failed); no report "
+                            f"written. The failed runs' 'error' tag in MLflow says why; run the same command again "
+                            f"to retry them.")
+        note_failure(study, error)
+        end_parent(study, "FAILED")
+        raise error
     out, table = build_report(parent, report_dir)
     print(terminal_table(table))
     for line in summary_lines(table):

@@ -21,6 +21,7 @@ from core.ablation.design import BASELINE
 from core.ablation.html import to_html
 from core.ablation.words import baseline_sentence, comparison_line, reason, what_changes
 from core.adapters import NOTE_TAG
+from core.names import inside
 from core.stats import PROB_BETTER_EXPLAINED, compare_arms
 
 REPORT_FILES = ("report.md", "report.csv", "deltas.png", "per_class.png", "masks.png")
@@ -261,8 +262,10 @@ def masks_plot(record: AblationRecord, path: Path, n_images: int = 4) -> bool:
         if match.empty:
             continue
         local = mlflow.artifacts.download_artifacts(run_id=match.iloc[0]["run_id"], artifact_path=SAMPLE_ARTIFACT)
-        with np.load(local, allow_pickle=False) as z:
-            samples[key] = {k: z[k] for k in ("images", "truth", "pred")}
+        from core.data.npz import read_arrays  # by key, header-checked: a store's file is read like a user's
+
+        wanted = ("images", "truth", "pred")
+        samples[key] = read_arrays(local, keys=wanted, required=wanted)
     if not samples:
         return False
     first = next(iter(samples.values()))
@@ -308,7 +311,7 @@ def build_report(ref: str, out_dir: str | Path | None = None, log: bool = True) 
     figures; the plain-language summary becomes the parent run's description in MLflow.
     """
     record = collect(ref)
-    out = Path(out_dir or Path("reports") / _safe(record.name))
+    out = Path(out_dir) if out_dir else inside(Path("reports"), _safe(record.name), "Ablation name")
     out.mkdir(parents=True, exist_ok=True)
     table = ablation_table(record)
     if table.empty:

@@ -7,6 +7,7 @@ Ablations and studies sit on top of it and hand it what a trial is; it never imp
   and where it stands), ``tally``;
 - ``parent``: the parent run (create or resume, end FINISHED / KILLED / FAILED);
 - ``worker``: the worker loop (``ablate worker``, and trials run inline);
+- ``failfast``: a campaign stopped when its trials fail for a reason that fails every trial;
 - ``execute``: a round in this process or in N worker processes, with a progress bar; Ctrl-C;
 - ``reconcile``: stale trials failed and re-queued, runs of ended trials ended;
 - ``runs``: paginated MLflow run listings.
@@ -23,8 +24,18 @@ Example:
 """
 
 from core.campaign.execute import Launch, resumable, run_inline, run_round, run_workers, worker_env
+from core.campaign.failfast import TrialsFailed
 from core.campaign.kinds import Counts, Key, Objective, Round, TrialKind, has_waiting, tally
-from core.campaign.parent import PARENT, TRACKING_URI, ParentRun, end_parent, ensure_parent, parent_of, require_parent
+from core.campaign.parent import (
+    PARENT,
+    TRACKING_URI,
+    ParentRun,
+    end_parent,
+    ensure_parent,
+    note_failure,
+    parent_of,
+    require_parent,
+)
 from core.campaign.queue import KIND, enqueue_missing, kind_of, open_queue
 from core.campaign.reconcile import RUN_ID, Finding, child_tags, reconcile, remember_run, tidy
 from core.campaign.runs import child_runs, running_runs, search_all
@@ -32,8 +43,8 @@ from core.campaign.worker import select_kind, work, work_on
 
 __all__ = [
     "KIND", "PARENT", "RUN_ID", "TRACKING_URI", "Counts", "Finding", "Key", "Launch", "Objective", "ParentRun",
-    "Round", "TrialKind", "child_runs", "child_tags", "end_parent", "enqueue_missing", "ensure_parent",
-    "has_waiting", "kind_of", "open_queue", "parent_of", "reconcile", "remember_run", "require_parent",
+    "Round", "TrialKind", "TrialsFailed", "child_runs", "child_tags", "end_parent", "enqueue_missing", "ensure_parent",
+    "has_waiting", "kind_of", "note_failure", "open_queue", "parent_of", "reconcile", "remember_run", "require_parent",
     "resumable", "run_inline", "run_round", "run_workers", "running_runs", "search_all", "select_kind", "tally",
     "tidy", "work", "work_on", "worker_env",
 ]

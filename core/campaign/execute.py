@@ -24,13 +24,16 @@ from functools import partial
 
 import optuna
 
+from core.campaign import failfast
 from core.campaign.kinds import Round, TrialKind
-from core.campaign.parent import end_parent
+from core.campaign.parent import end_parent, note_failure
 from core.campaign.progress import Progress
 from core.campaign.reconcile import reconcile
 from core.campaign.worker import POLL_S, work
+from core.errors import AblateError
+from core.signals import die_with_parent, stop
 
-WORKER_COMMAND = (sys.executable, "-m", "core.cli.main", "worker")  # `ablate worker`
+WORKER_COMMAND = (sys.executable, "-m", "core.cli", "worker")  # `ablate worker`
 STOP_WAIT_S = 120  # a terminated worker ends its run KILLED and delivers its backlog first
 
 
@@ -61,9 +64,14 @@ class Launch:
 
 
 def run_round(study: optuna.Study, kind: TrialKind, round_: Round, launch: Launch) -> None:
-    """Runs the round's trials (worker processes, then leftovers inline) and reconciles."""
+    """Runs the round's trials (worker processes, then leftovers inline) and reconciles.
+
+    Raises ``TrialsFailed`` when trials fail for a reason that fails every trial (``failfast``).
+    """
+    failfast.clear_stop(study)  # a new invocation: the cause of an earlier stop may be fixed
     if launch.workers > 1:
         run_workers(study, round_, launch)
+        failfast.raise_if_stopped(study)  # a worker found that every trial fails: no leftovers run here
     c = round_.counts(study)
     if launch.workers == 1 or c.waiting or c.running:  # the leftovers of lost workers run here
         run_inline(study, kind, round_, launch.verbose)
@@ -81,19 +89,30 @@ def run_workers(study: optuna.Study, round_: Round, launch: Launch) -> None:
     cmd = [*launch.command, "--study", study.study_name, "--storage", launch.storage_url, "--quiet"]
     if launch.tracking_uri:
         cmd += ["--tracking-uri", launch.tracking_uri]
-    procs = [subprocess.Popen(cmd, env=worker_env(i, launch.workers)) for i in range(launch.workers)]
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        for i in range(launch.workers):  # one by one: a failed start stops those already started
+            procs.append(_start_worker(cmd, i, launch.workers))
         with Progress(study, round_) as progress:
             while any(p.poll() is None for p in procs):
                 time.sleep(POLL_S)
                 progress.refresh()
             progress.refresh()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()  # a worker ends its current run KILLED on SIGTERM
-        for p in procs:
-            p.wait(timeout=STOP_WAIT_S)
+    except BaseException:  # Ctrl-C, SIGTERM or an error here: no worker outlives the command
+        stop(procs, STOP_WAIT_S)  # SIGTERM: a worker ends its current run KILLED; SIGKILL after the wait
         raise
+
+
+def _start_worker(cmd: list[str], index: int, workers: int) -> subprocess.Popen[bytes]:
+    """Starts worker ``index``; a command that cannot start is an AblateError naming it."""
+    try:
+        # A worker gets SIGTERM if this process dies, even by SIGKILL: it ends its run KILLED, its trial is retried.
+        return subprocess.Popen(cmd, env=worker_env(index, workers), preexec_fn=die_with_parent())  # noqa: PLW1509
+    except (OSError, subprocess.SubprocessError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise AblateError(f"cannot start worker process {index + 1} of {workers} ({' '.join(cmd[:3])[:120]}): "
+                          f"{reason}; the workers already started were stopped. Check the worker command and "
+                          f"the installation, or run with --workers 1.") from e
 
 
 def worker_env(index: int, workers: int) -> dict[str, str]:
@@ -111,7 +130,8 @@ def worker_env(index: int, workers: int) -> dict[str, str]:
 @contextlib.contextmanager
 def resumable(study: optuna.Study, kept: Callable[[], str],
               end: Callable[[str], object] | None = None) -> Iterator[None]:
-    """Ends the parent run KILLED on Ctrl-C (saying ``kept()`` and how to resume), FAILED on an error.
+    """Ends the parent run KILLED on Ctrl-C or SIGTERM / SIGHUP (``core.signals``; saying ``kept()`` and how
+    to resume), FAILED on an error.
 
     ``end(status)`` ends the parent (default: ``end_parent(study, status)``); the exception is
     raised again either way.
@@ -125,7 +145,9 @@ def resumable(study: optuna.Study, kept: Callable[[], str],
         end("KILLED")
         print(f"interrupted: run the same command again to resume ({kept()})")
         raise
-    except Exception:
+    except Exception as e:
+        with contextlib.suppress(Exception):
+            note_failure(study, e)  # why, on the parent run (tag ablate.failure and its description)
         with contextlib.suppress(Exception):
             end("FAILED")
         raise

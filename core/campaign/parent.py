@@ -20,6 +20,7 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from core import tracking
+from core.adapters import NOTE_TAG
 from core.campaign.queue import KIND
 from core.errors import AblateError
 
@@ -27,6 +28,8 @@ PARENT = "mlflow_parent_run_id"  # study user attribute
 TRACKING_URI = "mlflow_tracking_uri"  # study user attribute: the store the parent run is in
 STATUSES = ("RUNNING", "FINISHED", "KILLED", "FAILED")
 PARAM_MAX = 500  # characters of a logged parameter value
+FAILURE_TAG = "ablate.failure"  # parent run tag: why the campaign ended FAILED
+FAILURE_MAX = 1000  # characters of that reason
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,19 @@ def require_parent(study: optuna.Study) -> str:
             f"(the store it was created with)."
         ) from None
     return parent
+
+
+def note_failure(study: optuna.Study, error: BaseException) -> None:
+    """Says why the campaign failed on its parent run: tag ``ablate.failure`` and the run's
+    description, where the MLflow UI shows it first."""
+    parent = parent_of(study)
+    if parent is None:
+        return
+    client = MlflowClient()
+    reason = str(error) if isinstance(error, AblateError) else f"{type(error).__name__}: {error}"
+    reason = reason.strip()[:FAILURE_MAX]
+    client.set_tag(parent, FAILURE_TAG, reason)
+    client.set_tag(parent, NOTE_TAG, f"**Failed**: {reason}")
 
 
 def end_parent(study: optuna.Study, status: str = "FINISHED", metrics: Mapping[str, float] | None = None,

@@ -11,9 +11,10 @@ import sys
 from types import TracebackType
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
+from core.campaign.failfast import ERROR
 from core.campaign.kinds import Counts, Round
 
 
@@ -29,8 +30,10 @@ class Progress:
         self.study = study
         self.round = round_
         c = round_.counts(study)
+        # disable=None: no bar when stderr is not a terminal (a log, CI), where it would only be
+        # carriage-return noise; the one line per finished trial still goes to stdout.
         self.bar = tqdm(total=c.total, initial=min(c.done, c.total), desc=round_.label, unit=round_.unit,
-                        dynamic_ncols=True, file=sys.stderr)
+                        dynamic_ncols=True, file=sys.stderr, disable=None)
         self._show(c)
 
     def refresh(self) -> Counts:
@@ -41,8 +44,11 @@ class Progress:
         return c
 
     def on_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """An Optuna callback: one line for the finished trial (if the round names it), then the bar."""
+        """An Optuna callback: one line for the finished trial (if the round names it; a failed
+        one with its error), then the bar."""
         line = self.round.describe(trial)
+        if line and trial.state == TrialState.FAIL and trial.user_attrs.get(ERROR):
+            line = f"{line} ({trial.user_attrs[ERROR]})"
         if line:
             self.bar.write(f"  {line}")
         self.refresh()

@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from core.campaign.failfast import Watch, one_line_per_failure, raise_if_stopped, stop
 from core.campaign.kinds import Objective, TrialKind
 from core.campaign.queue import kind_of
 from core.campaign.reconcile import tidy
 from core.errors import AblateError
+from core.signals import stops_as_interrupt
 from core.storage import HEARTBEAT_S, load_study, open_storage
 
 OnTrial = Callable[[optuna.Study, FrozenTrial], None]
@@ -56,19 +55,25 @@ def work(study: optuna.Study, kind: TrialKind, max_trials: int | None = None, ve
          on_trial: OnTrial | None = None) -> int:
     """Runs trials until ``kind`` has no work and none is running (or ``max_trials``); returns how many ran.
 
-    SIGTERM (docker stop, a terminated worker process) ends the current trial's run KILLED, like Ctrl-C.
+    SIGTERM and SIGHUP (docker stop, a terminated worker process) end the current trial's run KILLED
+    and fail the trial for retry, like Ctrl-C (``core.signals``; also when not started by the CLI).
+    Raises ``TrialsFailed`` once trials fail for a reason that fails every trial, or another
+    worker of the queue found one (``core.campaign.failfast``).
     """
-    objective = kind.objective(study, verbose)
-    if not kind.sampled:
-        objective = _queued_only(objective)
+    watch = Watch(kind.objective(study, verbose), echo=on_trial is None)  # fail fast: core.campaign.failfast
+    objective = watch if kind.sampled else _queued_only(watch)
     ran = 0
-    with _sigterm_as_interrupt(), _quiet_interrupts():
+    with stops_as_interrupt(), _quiet_interrupts(), one_line_per_failure():
         while max_trials is None or ran < max_trials:
+            raise_if_stopped(study)  # another worker found that every trial fails
             tidy(study)
             if kind.has_work(study):
                 study.optimize(objective, n_trials=1, catch=(Exception,),
                                callbacks=[on_trial] if on_trial is not None else None)
                 ran += 1
+                if (failure := watch.verdict()) is not None:
+                    tidy(study)
+                    stop(study, failure)
             elif study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 time.sleep(POLL_S)  # another worker's trial: wait for it to end or turn stale
             else:
@@ -108,19 +113,3 @@ def _quiet_interrupts() -> Iterator[None]:
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

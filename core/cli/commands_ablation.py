@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.cli import types as T
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     ab = sub.add_parser("ablation", help="run an ablation (baseline, variants, paired seeds) and report it")
@@ -16,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--screening", action="store_true",
                    help="run even if the design cannot reach a verdict; the report is labelled screening")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under mlruns/)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1, in this process)")
+    p.add_argument("--workers", type=T.positive_workers, default=1,
+                   help="worker processes (default: 1, in this process)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
     p.add_argument("--offline-ok", action="store_true", help="if the tracking server is unreachable, log locally")
     p.add_argument("--report-dir", default=None, help="where to write the report (default: reports/NAME)")
@@ -47,17 +50,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", required=True, help="queue name (ablation.NAME for ablations, the study name)")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under mlruns/)")
     p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--max-trials", type=int, default=None)
+    p.add_argument("--max-trials", type=T.positive_int, default=None)
     p.add_argument("--offline-ok", action="store_true", help="if the tracking server is unreachable, log locally")
     p.add_argument("--quiet", action="store_true", help="no Keras progress output")
     p.set_defaults(func=cmd_worker)
 
 
 def _seed_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seeds", type=int, default=None, help="paired seeds: a fixed design (overrides the file)")
+    p.add_argument("--seeds", type=T.positive_int, default=None,
+                   help="paired seeds: a fixed design (overrides the file)")
     p.add_argument("--until-decided", action="store_true",
                    help="run seeds in rounds until every variant's verdict is settled (sequential design)")
-    p.add_argument("--max-seeds", type=int, default=None, help="most seeds per arm with --until-decided")
+    p.add_argument("--max-seeds", type=T.positive_int, default=None, help="most seeds per arm with --until-decided")
 
 
 def _load(args: argparse.Namespace):  # noqa: ANN202 - an Ablation; core.ablation stays a lazy import
@@ -67,19 +71,11 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - an Ablation; core.ablatio
                          max_seeds=args.max_seeds)
 
 
-def _validate_workers(n: int) -> None:
-    from core.errors import AblateError
-
-    if n < 1:
-        raise AblateError(f"--workers must be >= 1, got {n}.")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from core import tracking
     from core.ablation.orchestrate import run_ablation
     from core.ablation.plan import check, make_plan
 
-    _validate_workers(args.workers)
     ab = _load(args)
     plan = make_plan(ab)
     check(plan, args.screening)  # before any run or store is touched

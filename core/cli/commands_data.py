@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.cli import types as T
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="generate, inspect, clean and import data sets")
@@ -12,9 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = dsub.add_parser("synth", help="write a synthetic Mars terrain set (the embedded default)")
     p.add_argument("--out", required=True, help="output .npz")
-    p.add_argument("--n", type=int, default=1200, help="training pairs (default: %(default)s)")
-    p.add_argument("--n-test", type=int, default=200, help="test images (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=T.positive_int, default=1200, help="training pairs (default: %(default)s)")
+    p.add_argument("--n-test", type=T.non_negative_int, default=200, help="test images (default: %(default)s)")
+    p.add_argument("--seed", type=T.seed, default=0)
     p.set_defaults(func=cmd_synth)
 
     p = dsub.add_parser("inspect", help="shapes, dtypes, class shares, duplicate-mask groups")
@@ -30,23 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("import-ai4mars", help="convert the public AI4Mars layout to this format")
     p.add_argument("src", help="folder with AI4Mars images and label PNGs")
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=T.seed, default=0)
     p.set_defaults(func=cmd_import)
-
-
-def _positive(name: str, value: int) -> None:
-    from core.errors import AblateError
-
-    if value < 1:
-        raise AblateError(f"{name} must be a positive integer, got {value}.")
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from core.data import generate, write_npz
 
-    _positive("--n", args.n)
-    if args.n_test < 0:
-        _positive("--n-test", args.n_test)
     write_npz(Path(args.out), generate(args.n, args.seed, n_test=args.n_test))
     print(f"wrote {args.out}: {args.n} training pairs, {args.n_test} test images (seed {args.seed})")
     return 0

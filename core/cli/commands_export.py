@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.cli import types as T
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export the best model of a study, ablation, experiment or run",
@@ -19,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--run", metavar="RUN_ID", help="this MLflow run")
     src.add_argument("--best-of", metavar="EXPERIMENT", help="the FINISHED run with the best metric")
     p.add_argument("--metric", default="best_val_miou", help="selection metric (default: %(default)s)")
-    p.add_argument("--trial", type=int, default=None, metavar="N", help="with --study: export this trial number")
-    p.add_argument("--pareto-index", type=int, default=None, metavar="K",
+    p.add_argument("--trial", type=T.non_negative_int, default=None, metavar="N",
+                   help="with --study: export this trial number")
+    p.add_argument("--pareto-index", type=T.non_negative_int, default=None, metavar="K",
                    help="with a two-objective --study: the K-th Pareto trial, best metric first (0 = default)")
     p.add_argument("--cost", default=None, choices=("latency_ms_per_image", "params"),
                    help="with --pareto-index: the second objective (default: read from the study's parent run)")
@@ -38,15 +41,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Stream an .npz's images through a model; write OUT.npz with 'masks' "
                                    "(N, 64, 128) uint8, and optionally the course submission CSV and overlays.")
     p.add_argument("--model", required=True,
-                   help="an export folder, a .keras file, models:/NAME@champion, or an MLflow run id")
+                   help="an export folder, a .keras file, a SavedModel folder, models:/NAME@champion, "
+                        "runs:/RUN_ID/PATH or an MLflow run id; only model.keras (Keras safe mode) or a "
+                        "SavedModel is loaded, never a logged model's Python code")
     p.add_argument("--data", required=True, type=Path, help="input .npz (course layout)")
     p.add_argument("--split", choices=("test", "train"), default="test",
                    help="test_set or training_set images (default: %(default)s)")
     p.add_argument("--out", required=True, type=Path, help="output .npz with 'masks'")
     p.add_argument("--submission", type=Path, default=None, help="also write the course submission CSV")
     p.add_argument("--png", type=Path, default=None, help="also write colour overlays into this folder")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
-    p.add_argument("--tracking-uri", default=None, help="for models:/ URIs and run ids")
+    p.add_argument("--batch-size", type=T.positive_int, default=64, help="images per batch (default: %(default)s)")
+    p.add_argument("--tracking-uri", default=None, help="for models:/ and runs:/ URIs and run ids")
     p.set_defaults(func=cmd_predict)
 
 
@@ -54,6 +59,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from core import tracking
     from core.errors import AblateError
     from core.export import Selector, export_model
+    from core.names import check_name
 
     if (args.trial is not None or args.pareto_index is not None) and not args.study:
         raise AblateError("--trial and --pareto-index apply to --study only.")
@@ -61,6 +67,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise AblateError("Give --trial or --pareto-index, not both.")
     if args.force and not args.ablation:
         raise AblateError("--force applies to --ablation only (it overrides the winner-vs-runner-up check).")
+    if args.name is not None:  # before any run is chosen, model built or version registered
+        check_name(args.name, "--name")
     uri = tracking.setup(args.tracking_uri)
     sel = Selector(study=args.study, ablation=args.ablation, run_id=args.run, best_of=args.best_of,
                    metric=args.metric, trial=args.trial, pareto_index=args.pareto_index, cost=args.cost,
@@ -79,10 +87,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from core.export import load_predictor, predict_file
-    from core.export.predict import RUN_ID, check_request
+    from core.export.loading import RUN_ID, STORE_SCHEMES
+    from core.export.predict import check_request
 
     check_request(args.data, args.out, args.split, args.batch_size)  # before the (slow) model load
-    if args.model.startswith("models:/") or (RUN_ID.fullmatch(args.model) and not Path(args.model).exists()):
+    if args.model.startswith(STORE_SCHEMES) or (RUN_ID.fullmatch(args.model) and not Path(args.model).exists()):
         from core import tracking
 
         tracking.setup(args.tracking_uri)  # registry URIs and run ids live in the tracking store

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
+
+from core.cli import types as T
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,23 +23,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("spec", help="print the resolved, validated spec as JSON")
     p.add_argument("spec")
     p.add_argument("overrides", nargs="*")
+    p.add_argument("--build", action="store_true",
+                   help="also run the model's own checks by instantiating its blocks (loads TensorFlow)")
     p.set_defaults(func=cmd_spec)
 
     p = sub.add_parser("blocks", help="list every registry and its blocks")
     p.set_defaults(func=cmd_blocks)
 
-    p = sub.add_parser("ui", help="MLflow UI over the local store on 127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    p = sub.add_parser("ui", help="MLflow UI over the local store on 127.0.0.1",
+                       description="Serves the MLflow UI over the local store until stopped (Ctrl-C, SIGTERM); "
+                                   "the URL is printed once the server answers. The server has no "
+                                   "authentication: it listens on loopback unless --host and --insecure say "
+                                   "otherwise.")
+    p.add_argument("--port", type=T.port, default=5000)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="bind address (default: loopback only; any other needs --insecure)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a --host beyond this machine, although the server has no authentication")
     p.set_defaults(func=cmd_ui)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from core import tracking
+    from core.names import check_name
     from core.resilience import redact_text
     from core.runner import run_spec
     from core.spec import load_spec
 
+    check_name(args.experiment, "--experiment")  # it becomes an MLflow experiment: refused before one is made
     spec = load_spec(args.spec, args.overrides)
     uri = tracking.setup(args.tracking_uri, offline_ok=args.offline_ok)
     outcome = run_spec(spec, experiment=args.experiment)
@@ -51,9 +63,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_spec(args: argparse.Namespace) -> int:
-    from core.spec import load_spec
+    from core.spec import check_buildable, load_spec
 
     spec = load_spec(args.spec, args.overrides)
+    if args.build:
+        check_buildable(spec)
     print(json.dumps(spec.to_dict(), indent=2))
     print(f"# spec_hash: {spec.spec_hash}", file=sys.stderr)
     return 0
@@ -70,12 +84,20 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from core import serve
+
+    serve.check_host(args.host, args.insecure, "the MLflow UI")
+    serve.check_port_free(args.host, args.port)
     from core import tracking
 
     uri = tracking.default_tracking_uri()
     artifacts = (tracking.LOCAL_STORE / "artifacts").resolve()
-    print(f"MLflow UI: http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning  (store: {uri})")
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+    log = tracking.LOCAL_STORE / "ui.log"
+    # One worker serves one user and starts fastest; no job runner (seven processes for GenAI jobs we do not use).
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--workers", "1",
            "--default-artifact-root", artifacts.as_uri(), "--host", args.host, "--port", str(args.port)]
-    return subprocess.call(cmd, env={**os.environ})
-
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    url = serve.local_url(args.host, args.port)
+    serve.serve_child(cmd, url + "health", log, "the MLflow server", env=env,
+                      announce=f"MLflow UI: {url}#/experiments?workflowType=machine_learning  "
+                               f"(store: {uri}; server log: {log}; Ctrl-C to stop)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.cli import types as T
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     st = sub.add_parser("study", help="search the block space with Optuna (pruning, many workers), tracked in MLflow")
@@ -12,12 +14,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = ssub.add_parser("run", help="create or resume a study and run it until its trial budget is used")
     p.add_argument("file", help="study YAML (e.g. studies/architecture.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the base spec (e.g. data.limit=500)")
-    p.add_argument("--trials", type=int, default=None, help="trial budget over all workers (overrides the file)")
+    p.add_argument("--trials", type=T.positive_int, default=None,
+                   help="trial budget over all workers (overrides the file)")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under mlruns/; "
                                                    "postgresql://... for teams)")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=T.workers, default=1,
                    help="worker processes (default 1: in this process; 0: create the study only)")
-    p.add_argument("--timeout", type=float, default=None, help="start no trial after this many seconds")
+    p.add_argument("--timeout", type=T.positive_float, default=None, help="start no trial after this many seconds")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
     p.add_argument("--report-dir", default=None, help="where to write the report (default: reports/NAME)")
     p.set_defaults(func=cmd_run)
@@ -34,24 +37,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("dashboard", help="optuna-dashboard for the study storage, on 127.0.0.1")
+    p = sub.add_parser("dashboard", help="optuna-dashboard for the study storage, on 127.0.0.1",
+                       description="Serves optuna-dashboard over the study storage until stopped (Ctrl-C, "
+                                   "SIGTERM); the URL is printed once it answers. The dashboard has no "
+                                   "authentication: it listens on loopback unless --host and --insecure say "
+                                   "otherwise.")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under mlruns/)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=T.port, default=8080)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="bind address (default: loopback only; any other needs --insecure)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a --host beyond this machine, although the dashboard has no authentication")
     p.set_defaults(func=cmd_dashboard)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from core import tracking
-    from core.errors import AblateError
     from core.study.files import load_study_file
     from core.study.orchestrate import run_study
 
-    if args.workers < 0:
-        raise AblateError(f"--workers must be >= 0 (0: create the study only), got {args.workers}.")
-    if args.trials is not None and args.trials < 1:
-        raise AblateError(f"--trials must be >= 1, got {args.trials}.")
-    if args.timeout is not None and args.timeout <= 0:
-        raise AblateError(f"--timeout must be > 0 seconds, got {args.timeout}.")
     plan = load_study_file(args.file, args.overrides, trials=args.trials)
     tracking.setup(args.tracking_uri)
     run_study(plan, args.storage, args.workers, args.timeout, args.tracking_uri, args.report_dir)
@@ -85,11 +89,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from optuna_dashboard import run_server
+    from core import serve
 
-    from core.storage import redact, resolve_storage_url
+    serve.check_host(args.host, args.insecure, "optuna-dashboard")
+    from optuna_dashboard import wsgi
+
+    from core.storage import open_storage, redact, resolve_storage_url
 
     url = resolve_storage_url(args.storage)
-    print(f"optuna-dashboard on http://127.0.0.1:{args.port}/ for {redact(url)} (Ctrl-C to stop)")
-    run_server(url, host="127.0.0.1", port=args.port)
-    return 0
+    app = wsgi(open_storage(url))  # ours creates the tables of a new store; a bad URL is one line, before listening
+    serve.serve_wsgi(app, args.host, args.port, "optuna-dashboard",
+                     announce=f"optuna-dashboard on {serve.local_url(args.host, args.port)} for {redact(url)} "
+                              f"(Ctrl-C to stop)")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from core import signals
 from core.cli import commands_ablation, commands_data, commands_export, commands_run, commands_study, commands_team
 
 # Each module adds its sub-commands with register(subparsers).
@@ -42,11 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.debug:  # TensorFlow's start-up lines too (core.quiet); set before anything imports it
+        os.environ["ABLATE_DEBUG"] = "1"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("ablate: interrupted", file=sys.stderr)
-        return 130
+        with signals.stops_as_interrupt():  # SIGTERM and SIGHUP end runs KILLED, as Ctrl-C does
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as e:  # Ctrl-C, or core.signals.Stopped: exit 130 / 143 / 129
+        code = signals.exit_code(e)
+        print(f"ablate: {'interrupted' if code == 130 else signals.describe(e)}", file=sys.stderr)
+        return code
     except Exception as e:  # noqa: BLE001 - the CLI's one place that turns errors into a line
         from core.errors import AblateError
 

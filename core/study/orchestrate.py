@@ -7,7 +7,8 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from core import tracking
-from core.campaign import PARENT, Launch, reconcile, resumable, run_round
+from core.campaign import PARENT, Launch, note_failure, reconcile, resumable, run_round
+from core.errors import AblateError, DataError
 from core.storage import load_study, open_storage, redact, resolve_storage_url
 from core.study.report import build_report
 from core.study.runner import counts, finish_parent, has_budget, plan_of, prepare, study_round, study_trials
@@ -21,7 +22,13 @@ def run_study(plan: StudyDef, storage_url: str | None = None, workers: int = 1, 
 
     ``workers=0`` only creates (or updates) the study and prints the command that adds workers.
     Call ``tracking.setup`` first.
+
+    Raises:
+        DataError: the data file is unusable (checked before the study or its parent run exist).
+        TrialsFailed: trials failed for a reason that fails every trial; the parent run ends FAILED.
+        AblateError: no trial completed and some failed; the parent ends FAILED, no report is written.
     """
+    check_data(plan)
     storage_url = resolve_storage_url(storage_url)
     study = prepare(plan, open_storage(storage_url), timeout)
     c = counts(study, plan)
@@ -38,6 +45,7 @@ def run_study(plan: StudyDef, storage_url: str | None = None, workers: int = 1, 
                    end=lambda status: finish_parent(study, plan, status)):
         run_round(study, study_trials(seed_offset=0), study_round(study, plan), launch)
     reconcile(study)
+    _fail_if_nothing_completed(study, plan)
     if report:
         out, summary = build_report(study, report_dir)
         print(summary)
@@ -47,6 +55,41 @@ def run_study(plan: StudyDef, storage_url: str | None = None, workers: int = 1, 
     print(f"MLflow: {tracking.experiment_link(uri, exp_id)}"
           + ("  (start the UI with `ablate ui`)" if not uri.startswith("http") else ""))
     return study
+
+
+def check_data(plan: StudyDef) -> None:
+    """Checks the data file of the base spec (and each choice of a ``data.path`` space key) from
+    its headers (``core.data.loader.check_header``), before the study or its parent run exist.
+
+    Specs were validated when the file was loaded (every choice of every key, see
+    ``core.study.files.check_space``); a bad data file would otherwise fail every trial.
+    """
+    from core.data.loader import check_header
+
+    paths = {plan.base["data"].get("path")}
+    if "data.path" in plan.params:
+        param = plan.params["data.path"]
+        paths |= {param.value(label) for label in param.labels()}
+    for path in sorted(p for p in paths if p):
+        try:
+            check_header(path)
+        except DataError as e:
+            raise DataError(f"study '{plan.name}': {e} No study was created.") from None
+
+
+def _fail_if_nothing_completed(study: optuna.Study, plan: StudyDef) -> None:
+    """No report of a study whose trials all failed: its parent run ends FAILED (even if the
+    last worker already ended it FINISHED when the budget ran out) and the command fails."""
+    c = counts(study, plan)
+    if c.complete or not (c.failed or c.pruned):
+        return
+    error = AblateError(f"no trial of study '{plan.name}' completed ({c.failed} failed, {c.pruned} pruned); no "
+                        f"report written. The trials' 'error' tag in MLflow (or 'ablate.error' and 'infeasible' "
+                        f"in the dashboard) says why.")
+    note_failure(study, error)
+    finish_parent(study, plan, "FAILED")
+    MlflowClient().set_terminated(study.user_attrs[PARENT], "FAILED")
+    raise error
 
 
 def report_study(name: str, storage_url: str | None = None, out_dir: str | None = None) -> tuple[str, str]:

@@ -21,6 +21,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from core.campaign import PARENT, RUN_ID
+from core.names import inside
 from core.study.runner import SURPLUS, counts, plan_of
 from core.study.space import StudyDef
 
@@ -31,7 +32,7 @@ IMPORTANCE = "PED-ANOVA (Optuna's default evaluator; conditional parameters incl
 def build_report(study: optuna.Study, out_dir: str | Path | None = None, log: bool = True) -> tuple[Path, str]:
     """Writes the report to ``out_dir`` (default ``reports/NAME``); returns it and the terminal summary."""
     plan = plan_of(study)
-    out = Path(out_dir or Path("reports") / study.study_name)
+    out = Path(out_dir) if out_dir else inside(Path("reports"), study.study_name, "Study name")
     out.mkdir(parents=True, exist_ok=True)
     trials_frame(study).to_csv(out / "trials.csv", index=False)
     verbosity = optuna.logging.get_verbosity()

@@ -44,7 +44,8 @@ from core.campaign import (
     require_parent,
     tally,
 )
-from core.errors import AblateError
+from core.errors import AblateError, SpecError
+from core.spec import check_buildable
 from core.study.space import StudyDef
 
 KIND = "study"
@@ -237,6 +238,14 @@ class StudyObjective:
             raise optuna.TrialPruned("surplus: another worker took the last trial of the budget")
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         spec, labels = self.plan.spec_for(trial)
+        try:
+            check_buildable(spec)
+        except SpecError as e:
+            # One sampled combination whose blocks do not fit together (each choice alone was
+            # checked when the file loaded): this point of the space is infeasible, the study is
+            # not broken, so the trial is pruned with the reason rather than failing the study.
+            trial.set_user_attr("infeasible", str(e)[:500])
+            raise optuna.TrialPruned(f"infeasible combination: {e}") from None
         trial.set_user_attr("spec_hash", spec.spec_hash)
         tags = {"ablate.kind": "trial", "study": self.plan.name, "trial_number": str(trial.number),
                 "trial_params": json.dumps(labels, sort_keys=True)[:5000], **child_tags(trial)}
@@ -256,7 +265,8 @@ class StudyObjective:
             raise optuna.TrialPruned(reporter.pruned)
         values = self.plan.values(outcome.summary)
         if not all(np.isfinite(values)):
-            raise AblateError(f"trial {trial.number}: non-finite objective value(s) {values}")
+            # Not an AblateError: one diverged trial (a high learning rate) does not fail the others.
+            raise FloatingPointError(f"trial {trial.number}: non-finite objective value(s) {values}")
         return values[0] if len(values) == 1 else values
 
     def _split(self, spec: Any) -> Any:

@@ -1,0 +1,219 @@
+"""One stop policy for every long-running command: SIGTERM and SIGHUP take Ctrl-C's path.
+
+docker stop, Kubernetes and SLURM stop a process with SIGTERM; closing its terminal sends
+SIGHUP. Python's default for both ends the process on the spot, leaving MLflow runs and
+Optuna trials RUNNING. Under ``stops_as_interrupt()`` each of SIGTERM, SIGINT and SIGHUP
+raises ``Stopped``, a ``KeyboardInterrupt``, so the code that ends a run KILLED and fails a
+trial for retry on Ctrl-C runs for all three; the CLI then exits ``exit_code(e)``: 128 + the
+signal number (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
+
+Child processes stop with their parent: ``die_with_parent`` has the kernel signal a child when
+its parent dies, even by SIGKILL (Linux); ``stop`` ends children politely, then firmly. Run as
+a script (by path, so that neither ``core`` nor TensorFlow is imported) this module is a
+server's keeper: ``python -I signals.py CMD...`` runs CMD in its own process group and ends the
+whole group when it is stopped or its parent dies (see ``keep``).
+
+Example:
+    >>> with stops_as_interrupt():
+    ...     train()  # `kill PID` ends the MLflow run KILLED, as Ctrl-C does
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+PR_SET_CHILD_SUBREAPER = 36  # prctl(2): orphaned descendants are re-parented here, so they can be reaped
+KEEPER_GRACE_S = 10.0  # a server's processes get this long after SIGTERM before SIGKILL
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal, raised in the main thread like Ctrl-C; ``signum`` says which one."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def exit_code(interrupt: BaseException) -> int:
+    """The shell's convention for a process ended by a signal: 128 + its number (Ctrl-C: 130)."""
+    return 128 + int(getattr(interrupt, "signum", signal.SIGINT))
+
+
+def describe(interrupt: BaseException) -> str:
+    """What stopped the process, for a run's ``error`` tag and the CLI's last line."""
+    if isinstance(interrupt, Stopped) and interrupt.signum != signal.SIGINT:
+        return str(interrupt)
+    return "interrupted by the user (Ctrl-C)"
+
+
+class _RaiseOnce:
+    """Raises ``Stopped`` for the first stop signal; while stopping, ignores a repeated SIGTERM or SIGHUP.
+
+    One stop often arrives twice (SLURM signals every process of a job, then our parent terminates
+    its workers; a terminal's Ctrl-C reaches the whole process group): a second raise in the middle
+    of the clean-up would leave the run RUNNING it was ending. A second Ctrl-C still raises: the
+    user asks to skip the wait.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping and signum != signal.SIGINT:
+            return
+        if _in_finalizer(frame):  # Python prints and drops an exception raised in __del__: ask again shortly
+            threading.Timer(0.2, os.kill, (os.getpid(), signum)).start()
+            return
+        self.stopping = True
+        raise Stopped(signum)
+
+
+def _in_finalizer(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextlib.contextmanager
+def stops_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM, SIGINT and SIGHUP raise ``Stopped`` (see the module docstring).
+
+    Nested blocks keep the outer policy. Signals ignored at start (``nohup``'s SIGHUP, SIGINT of a
+    background job) stay ignored. Outside the main thread Python cannot set handlers: a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread() or any(
+            isinstance(signal.getsignal(s), _RaiseOnce) for s in STOP_SIGNALS):
+        yield
+        return
+    handler = _RaiseOnce()
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` on Linux; None elsewhere (or where libc cannot be loaded)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send ``sig`` to the child when this process dies.
+
+    It covers what no handler can: this process killed by SIGKILL or the OOM killer. Linux only
+    (None elsewhere: ``Popen(preexec_fn=None)`` is the default). ``prctl`` is looked up here,
+    because between fork and exec, where the function runs, a lookup or an import may deadlock on a
+    lock another thread held. The kernel signals when the *thread* that started the child ends:
+    start children from the main thread.
+    """
+    prctl, parent = _prctl(), os.getpid()
+    if prctl is None:
+        return None
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: the kernel will not tell
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
+def stop(procs: Sequence[subprocess.Popen], grace_s: float, group: bool = False) -> None:  # type: ignore[type-arg]
+    """Ends ``procs``: SIGTERM, up to ``grace_s`` seconds to exit, then SIGKILL for what is left.
+
+    ``group=True`` signals each one's process group (a server and the workers it started; only for
+    children started with ``start_new_session=True``). A Ctrl-C while waiting skips the wait.
+    """
+    group = group and hasattr(os, "killpg")
+    _signal(procs, signal.SIGTERM, group)
+    deadline = time.monotonic() + grace_s
+    try:
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+    finally:
+        _signal(procs if group else [p for p in procs if p.poll() is None], getattr(signal, "SIGKILL", 9), group)
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=5)
+
+
+def _signal(procs: Sequence[subprocess.Popen], sig: int, group: bool) -> None:  # type: ignore[type-arg]
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if group:
+                os.killpg(p.pid, sig)
+            elif p.poll() is None:
+                p.send_signal(sig)
+
+
+# --- the keeper: a server's first process, so that none of its processes outlives ablate --------
+
+def keeper_command(cmd: Sequence[str]) -> list[str]:
+    """``cmd`` run under a keeper (``-I``: only the standard library, not this project, is imported)."""
+    return [sys.executable, "-I", os.path.abspath(__file__), *cmd]
+
+
+def keep(cmd: Sequence[str], grace_s: float = KEEPER_GRACE_S) -> int:
+    """Runs ``cmd`` as its own process group until it exits or this process is stopped; returns its status.
+
+    Then ends every process of that group. ``mlflow server`` is a CLI process that starts uvicorn,
+    which starts workers: SIGTERM to the CLI alone, or the CLI's death, leaves uvicorn serving. The
+    keeper is started with ``die_with_parent`` and reaps the group's orphans (a child subreaper),
+    so it also knows when the group is gone.
+    """
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    child = subprocess.Popen(list(cmd), start_new_session=True)
+    status = 1
+    try:
+        with stops_as_interrupt():
+            status = child.wait()
+    except KeyboardInterrupt as e:
+        status = exit_code(e)
+    finally:
+        _end_group(child.pid, grace_s)
+    return status if status >= 0 else 128 - status  # a child killed by signal N: 128 + N, as a shell says
+
+
+def _end_group(pgid: int, grace_s: float) -> None:
+    """SIGTERM to the group, then SIGKILL after ``grace_s``; reaps our children meanwhile."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    sys.exit(keep(sys.argv[1:]))
