@@ -26,7 +26,7 @@ from core.blocks.base import DropPath
 from core.errors import SpecError
 from core.models import build_model
 from core.registry import ALL_REGISTRIES, CONV_BLOCKS, REGULARIZERS, SKIPS
-from core.spec import load_spec
+from core.spec import check_buildable, load_spec
 
 load_all()  # registers every block
 
@@ -197,15 +197,21 @@ def test_unknown_key_two_levels_down_is_named() -> None:
 
 
 @pytest.mark.parametrize(("block", "message"), [
-    ({"bottleneck": {"type": "aspp", "rates": [0, 2]}}, r"model\.bottleneck: rates must be a non-empty list"),
-    ({"bottleneck": {"type": "transformer", "heads": 0}}, r"model\.bottleneck: heads must be a positive integer"),
-    ({"regularizer": {"type": "dropout", "rate": 1.0}}, r"model\.regularizer: rate must be in \[0, 1\)"),
-    ({"skip": {"type": "attention", "inter_channels": -1}}, r"model\.skip: inter_channels must be a positive"),
+    ({"bottleneck": {"type": "aspp", "rates": [0, 2]}}, r"'model\.bottleneck\.rates\[0\]': expected an integer >= 1"),
+    ({"bottleneck": {"type": "transformer", "heads": 0}}, r"'model\.bottleneck\.heads': expected an integer >= 1"),
+    ({"regularizer": {"type": "dropout", "rate": 1.0}}, r"'model\.regularizer\.rate': expected a number in \[0, 1\)"),
+    ({"skip": {"type": "attention", "inter_channels": -1}}, r"'model\.skip\.inter_channels': expected an integer >= 1"),
     ({"conv": {"type": "double", "filters": 8}}, r"Unknown key 'filters' in model\.conv"),  # the builder sets it
 ])
 def test_bad_block_value_is_a_spec_error_at_load_time(block: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError, match=message):
         load_spec({"model": {"type": "unet", **block}})
+
+
+def test_a_constructor_check_is_a_spec_error_before_training() -> None:
+    spec = load_spec({"model": {"type": "unet", "bottleneck": {"type": "aspp", "rates": []}}})  # ranges hold
+    with pytest.raises(SpecError, match=r"model\.bottleneck: rates must be a non-empty list"):
+        check_buildable(spec)  # what every training command runs first (and `ablate spec --build`)
 
 
 # --- explicit registration -------------------------------------------------------------------

@@ -15,7 +15,10 @@ from core.errors import DataError, SpecError
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's checked option types exit 2 with their one line
+        code = int(e.code or 0)
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -45,7 +48,7 @@ def garbage_npz(tmp_path: Path) -> Path:
         (["run", str(PRESET), "model.skip.type=concatt"], r"Unknown skip 'concatt'\. .*Did you mean 'concat'\?"),
         (["spec", str(PRESET), "train.epochs=many"], r"Invalid value for 'train\.epochs'"),
         (["data", "inspect", "missing.npz"], r"Data file 'missing\.npz' not found"),
-        (["data", "synth", "--out", "x.npz", "--n", "0"], r"--n must be a positive integer, got 0"),
+        (["data", "synth", "--out", "x.npz", "--n", "0"], r"argument --n: expected a whole number >= 1, got 0"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,

@@ -22,6 +22,7 @@ from helpers import (
 )
 from mlflow.tracking import MlflowClient
 
+from core import load_all
 from core.data.loader import file_fingerprint
 from core.metrics import CLASS_NAMES
 from core.spec import load_spec
@@ -125,6 +126,7 @@ def test_artifacts_spec_masks_confusion_and_model(finished_run: dict[str, Any], 
         client.download_artifacts(run_id, masks[-1], str(tmp_path))))
     assert grid.ndim == 3 and grid.shape[1] > 3 * 128  # image | truth | prediction side by side
 
+    load_all()  # registers the blocks, as a user does before loading a model of this project
     model = keras.saving.load_model(client.download_artifacts(run_id, "model/model.keras", str(tmp_path)))
     x = np.zeros((2, 64, 128, 1), np.float32)
     probs = model.predict(x, verbose=0)
@@ -139,7 +141,6 @@ import sys
 from core import tracking
 from core.cli import main
 
-load_all()  # registers every block (a saved model of this project reloads)
 logged = tracking.MlflowLogger.on_epoch_end
 def on_epoch_end(self, epoch, logs=None):
     logged(self, epoch, logs)

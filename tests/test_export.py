@@ -28,7 +28,7 @@ import pytest
 from helpers import assert_one_error_line, free_port
 from mlflow.tracking import MlflowClient
 
-from core import tracking
+from core import load_all, tracking
 from core.cli.main import main
 from core.data.synth import generate
 from core.errors import AblateError
@@ -38,6 +38,8 @@ from core.export.select import pareto_front
 from core.metrics import CLASS_COLOURS, CLASS_NAMES
 from core.runner import run_spec
 from core.spec import validate
+
+load_all()  # registers the blocks: a model.keras of this project reloads
 
 FORMATS = {"model.keras", "saved_model[serving_default]", "saved_model[serving_uint8]", "model.tflite",
            "mlflow pyfunc"}
@@ -210,8 +212,6 @@ except ImportError:
 else:
     raise SystemExit("core is importable: the check is not clean")
 import numpy as np, tensorflow as tf
-
-load_all()  # registers every block (a saved model of this project reloads)
 m = tf.saved_model.load({str(store.ablation.out_dir / 'saved_model')!r})
 x = np.load('images.npy')
 u = m.signatures['serving_uint8'](images=tf.constant(x[..., None]))
