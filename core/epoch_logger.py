@@ -26,11 +26,15 @@ class MlflowLogger(keras.callbacks.Callback):
             self.log_masks(epoch)
 
     def log_masks(self, step: int) -> np.ndarray:
-        pred = np.argmax(self.model.predict(self.images, verbose=0), axis=-1).astype(np.uint8)
-        grid = mask_grid(self.images, self.masks, pred, f"epoch {step + 1}")
+        """Predicts the fixed images (one eager call: no predict function to trace) and logs their grid.
+
+        The grid is rendered and encoded on the delivery thread, off the training loop.
+        """
+        pred = np.argmax(keras.ops.convert_to_numpy(self.model(self.images, training=False)), axis=-1).astype(np.uint8)
+        images, masks, title = self.images, self.masks, f"epoch {step + 1}"
         delivery = resilience.current()
         if delivery is not None:
-            delivery.log_image(grid, key="masks", step=step)
+            delivery.log_image(lambda: mask_grid(images, masks, pred, title), key="masks", step=step)
         else:
-            mlflow.log_image(grid, key="masks", step=step)
+            mlflow.log_image(mask_grid(images, masks, pred, title), key="masks", step=step)
         return pred

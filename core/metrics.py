@@ -25,25 +25,55 @@ from core.scoring import (  # noqa: F401  (re-exported: the NumPy side of the sa
 class MeanIoU(keras.metrics.Metric):
     """Streaming labelled-pixel mean IoU; also reports per-class IoU with ``class_id``.
 
+    With ``record_images=N`` the metric also keeps, for the current pass, the confusion counts
+    of each of its first N images (``images``, shape (N, C, C)). During ``fit`` the metric is
+    reset before each validation pass and the validation set is read in file order, so at the
+    end of an epoch ``images[i]`` holds validation image i's counts: the run's confusion matrix
+    and per-image IoUs at the best epoch come from the validation pass that chose it, with no
+    second pass over the validation set after training (``core.train.ValidationRecord``).
+
     Args:
         class_id: None for the mean over classes 1-4, or k to report class k's IoU.
+        num_classes: labels including the ignored label 0.
+        record_images: images whose counts are kept per pass (0: none).
     """
 
     def __init__(self, class_id: int | None = None, num_classes: int = NUM_CLASSES, name: str | None = None,
-                 **kwargs: Any) -> None:
+                 record_images: int = 0, **kwargs: Any) -> None:
         name = name or ("miou" if class_id is None else f"iou_{CLASS_NAMES[class_id]}")
         super().__init__(name=name, **kwargs)
         self.class_id = class_id
         self.num_classes = num_classes
+        self.record_images = int(record_images)
         self.cm = self.add_variable(shape=(num_classes, num_classes), initializer="zeros", name="cm", dtype="float32")
+        if self.record_images:
+            # float32 counts are exact here: at most H*W (8,192) pixels per image and cell.
+            self.images = self.add_variable(shape=(self.record_images, num_classes, num_classes),
+                                            initializer="zeros", name="images", dtype="float32")
+            self.seen = self.add_variable(shape=(), initializer="zeros", name="seen", dtype="int32")
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        batch = ops.shape(y_true)[0]
         y_true = ops.reshape(ops.cast(y_true, "int32"), (-1,))
         y_pred = ops.reshape(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), (-1,))
         # A one-hot product instead of bincount: XLA (train.jit_compile) cannot compile bincount.
         t = ops.one_hot(y_true, self.num_classes, dtype="float32")
         p = ops.one_hot(y_pred, self.num_classes, dtype="float32")
         self.cm.assign_add(ops.matmul(ops.transpose(t), p))
+        if self.record_images:
+            self._record(batch, t, p)
+
+    def _record(self, batch: Any, t: Any, p: Any) -> None:
+        """Adds each image's counts at its position in the pass; images past N are dropped.
+
+        A one-hot scatter (no dynamic slicing) keeps it valid for any batch size and under XLA.
+        """
+        c = self.num_classes
+        per_image = ops.einsum("bpi,bpj->bij", ops.reshape(t, (batch, -1, c)), ops.reshape(p, (batch, -1, c)))
+        position = self.seen + ops.arange(batch, dtype="int32")
+        slot = ops.one_hot(position, self.record_images + 1, dtype="float32")[:, : self.record_images]
+        self.images.assign_add(ops.einsum("bn,bij->nij", slot, per_image))
+        self.seen.assign_add(ops.cast(batch, "int32"))
 
     def result(self) -> Any:
         cm = self.cm[1:]
@@ -56,15 +86,20 @@ class MeanIoU(keras.metrics.Metric):
         return ops.sum(iou * present) / ops.maximum(ops.sum(present), 1.0)
 
     def reset_state(self) -> None:
-        self.cm.assign(ops.zeros_like(self.cm))
+        for variable in self.variables:
+            variable.assign(ops.zeros_like(variable))
 
     def get_config(self) -> dict[str, Any]:
-        return {"class_id": self.class_id, "num_classes": self.num_classes, "name": self.name}
+        return {"class_id": self.class_id, "num_classes": self.num_classes, "name": self.name,
+                "record_images": self.record_images}
 
 
 keras.saving.register_keras_serializable(package="ablate", name="MeanIoU")(MeanIoU)
 
 
-def segmentation_metrics() -> list[keras.metrics.Metric]:
-    """mIoU plus one IoU metric per labelled class (logged as val_iou_soil, ...)."""
-    return [MeanIoU()] + [MeanIoU(class_id=k) for k in range(1, NUM_CLASSES)]
+def segmentation_metrics(record_images: int = 0) -> list[keras.metrics.Metric]:
+    """mIoU plus one IoU metric per labelled class (logged as val_iou_soil, ...).
+
+    ``record_images``: the mIoU metric (the first) also keeps that many images' counts per pass.
+    """
+    return [MeanIoU(record_images=record_images)] + [MeanIoU(class_id=k) for k in range(1, NUM_CLASSES)]

@@ -203,17 +203,38 @@ class Delivery:
         self._upload(path, artifact_file)
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:
-        """Renders ``fig`` now (matplotlib is not thread-safe) and uploads the file later."""
+        """Renders ``fig`` now (a pyplot figure: matplotlib's global state is not thread-safe), or,
+        given a function that makes a ``matplotlib.figure.Figure``, on the delivery thread."""
         path = self._slot() / Path(artifact_file).name
-        fig.savefig(path)
-        self._upload(path, artifact_file)
+        parent = str(Path(artifact_file).parent)
+        if not callable(fig):
+            fig.savefig(path)
+            self._upload(path, artifact_file)
+            return
 
-    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
-        """A step of an image series (MLflow's image grid), under the file names MLflow uses."""
+        def send() -> None:
+            if not path.exists():
+                fig().savefig(path)
+            self.client.log_artifact(self.run_id, str(path), None if parent == "." else parent)
+
+        self._put(f"artifact {artifact_file}", send)
+
+    def log_image(self, image: np.ndarray | Callable[[], np.ndarray], key: str, step: int) -> None:
+        """A step of an image series (MLflow's image grid), under the file names MLflow uses.
+
+        ``image`` may be a function that renders it: rendering and encoding then happen on the
+        delivery thread, so the training loop only pays for queueing it.
+        """
         folder = self._slot()
-        for name in adapters.image_files(image, key, step, folder):
-            self._put(f"image {key} step {step}",
-                      lambda name=name: self.client.log_artifact(self.run_id, str(folder / name), "images"))
+        files: list[str] = []
+
+        def send() -> None:
+            if not files:  # rendered once, even if the upload is retried
+                files.extend(adapters.image_files(image() if callable(image) else image, key, step, folder))
+            for name in files:
+                self.client.log_artifact(self.run_id, str(folder / name), "images")
+
+        self._put(f"image {key} step {step}", send)
         if not self._image_tag_sent:  # the tag that makes the UI show the image grid
             self._image_tag_sent = True
             self.set_tags({adapters.LOGGED_IMAGES_TAG: "true"})

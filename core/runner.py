@@ -5,6 +5,7 @@ This is what ``ablate run`` calls and what ablation and study workers call per a
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,13 @@ import pandas as pd
 
 from core import memory, tracking
 from core.cost import flops_per_image
-from core.metrics import CLASS_NAMES, confusion_matrix, iou_from_confusion, per_image_iou, per_image_miou
+from core.scoring import (
+    CLASS_NAMES,
+    confusion_matrix,
+    iou_from_confusion,
+    iou_from_image_confusions,
+    per_image_miou,
+)
 from core.spec import Spec, check_buildable
 from core.train import FitResult, Split, fit, load_data, predict_masks
 
@@ -39,17 +46,18 @@ def mask_sample(split: Split, n: int) -> tuple[np.ndarray, np.ndarray]:
     return split.x_val[idx], split.y_val[idx]
 
 
-def per_image_frame(index: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
+def per_image_frame(index: np.ndarray, ious: np.ndarray) -> pd.DataFrame:
     """One row per image: its index in the loaded data, its mIoU and each scored class's IoU.
 
-    See :func:`core.metrics.per_image_iou` for the definition (nan: class absent from the image).
+    ``ious`` is :func:`core.scoring.per_image_iou` (or ``iou_from_image_confusions``): nan where
+    a class is absent from an image.
 
     Example:
         >>> t = np.array([[[1, 2]]], dtype=np.uint8)
-        >>> per_image_frame(np.array([7]), t, t)[["index", "miou", "iou_soil"]].values.tolist()
+        >>> from core.scoring import per_image_iou
+        >>> per_image_frame(np.array([7]), per_image_iou(t, t))[["index", "miou", "iou_soil"]].values.tolist()
         [[7.0, 1.0, 1.0]]
     """
-    ious = per_image_iou(y_true, y_pred)
     frame = pd.DataFrame({"index": np.asarray(index, dtype=np.int64), "miou": per_image_miou(ious)})
     for k in range(1, ious.shape[1] + 1):
         frame[f"iou_{CLASS_NAMES[k]}"] = ious[:, k - 1]
@@ -64,18 +72,21 @@ def log_per_image(frame: pd.DataFrame) -> None:
         tracking.log_artifact(path)
 
 
-def summarize(model: keras.Model, split: Split, result: FitResult) -> dict[str, float]:
-    """Final validation figures of the restored best model, plus cost figures.
+def summarize(model: keras.Model, split: Split, result: FitResult, flops_key: str | None = None) -> dict[str, float]:
+    """Validation figures of the best epoch, plus cost figures.
 
-    One timed, batched pass over the validation set gives the confusion matrix, the per-image
-    IoUs (``result.extras["per_image"]``, see :func:`per_image_frame`) and the inference latency
-    per image, after one untimed batch that traces the predict function.
+    The confusion matrix, per-image IoUs (``result.extras["per_image"]``, see
+    :func:`per_image_frame`) and latency come from the best epoch's validation pass as it ran
+    (``core.train.ValidationRecord``): no second pass over the validation set. A fit without
+    that record (no validation epoch finished) falls back to one timed prediction pass.
+    ``flops_key`` names the architecture, so FLOPs are counted once per architecture.
     """
-    predict_masks(model, split.x_val[:32], batch_size=32)
-    t0 = time.perf_counter()
-    pred = predict_masks(model, split.x_val, batch_size=32)
-    latency = (time.perf_counter() - t0) / len(split.x_val)
-    cm = confusion_matrix(split.y_val, pred)
+    confusions = result.extras.get("confusions")
+    if confusions is None or len(confusions) != len(split.x_val):
+        confusions, latency = _prediction_pass(model, split)
+    else:
+        latency = result.extras["val_seconds_per_image"]
+    cm = confusions.sum(axis=0)
     miou, per_class = iou_from_confusion(cm)
     summary = {"best_val_miou": miou, "best_epoch": float(result.best_epoch + 1)}
     for k, v in per_class.items():
@@ -83,10 +94,22 @@ def summarize(model: keras.Model, split: Split, result: FitResult) -> dict[str, 
     summary.update(params=float(result.params), train_time_s=result.train_seconds,
                    epochs_run=float(result.epochs_run),
                    latency_ms_per_image=1000 * latency,
-                   flops_per_image=flops_per_image(model))
+                   flops_per_image=flops_per_image(model, key=flops_key))
     result.extras["confusion"] = cm
-    result.extras["per_image"] = per_image_frame(split.val_index, split.y_val, pred)
+    result.extras["per_image"] = per_image_frame(split.val_index, iou_from_image_confusions(confusions))
     return summary
+
+
+def _prediction_pass(model: keras.Model, split: Split) -> tuple[np.ndarray, float]:
+    """Per-image confusions and seconds per image from one timed pass (after one tracing batch)."""
+    predict_masks(model, split.x_val[:32], batch_size=32)
+    t0 = time.perf_counter()
+    pred = predict_masks(model, split.x_val, batch_size=32)
+    latency = (time.perf_counter() - t0) / len(split.x_val)
+    flat = len(pred), -1
+    confusions = np.stack([confusion_matrix(t, p) for t, p in zip(split.y_val.reshape(flat), pred.reshape(flat),
+                                                                     strict=True)])
+    return confusions, latency
 
 
 def run_spec(
@@ -116,9 +139,10 @@ def run_spec(
         result = fit(spec, split, [logger, *callbacks], verbose=verbose)
         final_pred = logger.log_masks(result.epochs_run)  # the final grid, from the restored best weights
         tracking.log_sample_predictions(images, masks, final_pred)
-        summary = summarize(result.model, split, result)
+        summary = summarize(result.model, split, result, flops_key=json.dumps(spec.model, sort_keys=True))
         tracking.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
-        tracking.log_figure(tracking.confusion_figure(result.extras["confusion"]), "confusion_matrix.png")
+        confusion = result.extras["confusion"]
+        tracking.log_figure(lambda: tracking.confusion_figure(confusion), "confusion_matrix.png")
         log_per_image(result.extras["per_image"])
         if spec.tracking.log_model:
             tracking.log_keras_model(result.model)

@@ -71,7 +71,16 @@ def per_image_iou(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM
     t, p = t.reshape(len(t), pixels), p.reshape(len(p), pixels)
     cm = np.concatenate([_image_confusions(t[i : i + _IMAGE_CHUNK], p[i : i + _IMAGE_CHUNK], num_classes)
                          for i in range(0, len(t), _IMAGE_CHUNK)] or [np.zeros((0, num_classes, num_classes))])
-    cm = cm[:, 1:, :].astype(np.float64)  # drop truth-0 rows: unlabelled pixels are not scored
+    return iou_from_image_confusions(cm)
+
+
+def iou_from_image_confusions(confusions: np.ndarray) -> np.ndarray:
+    """:func:`per_image_iou` from each image's (C, C) confusion counts (rows truth, columns prediction).
+
+    This is how a run gets its per-image IoUs from the validation pass itself (the mIoU metric
+    keeps every image's counts, ``core.metrics.MeanIoU(record_images=N)``).
+    """
+    cm = np.asarray(confusions)[:, 1:, :].astype(np.float64)  # drop truth-0 rows: unlabelled pixels are not scored
     tp = np.diagonal(cm[:, :, 1:], axis1=1, axis2=2)
     union = cm.sum(axis=2) + cm[:, :, 1:].sum(axis=1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):

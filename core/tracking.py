@@ -265,15 +265,17 @@ def mask_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, title: st
 
 
 def confusion_figure(cm: np.ndarray) -> Any:
-    """A row-normalised confusion matrix (truth rows 1-4, all predicted columns)."""
-    import matplotlib
+    """A row-normalised confusion matrix (truth rows 1-4, all predicted columns).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Built on ``matplotlib.figure.Figure``, not pyplot: no global state, so it can be rendered on
+    the delivery thread while training goes on.
+    """
+    from matplotlib.figure import Figure
 
     rows = cm[1:].astype(float)
     norm = rows / np.maximum(rows.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=30)
     ax.set_yticks(range(len(CLASS_NAMES) - 1), CLASS_NAMES[1:])
@@ -333,14 +335,18 @@ def log_keras_model(model: Any, artifact_path: str = "model") -> None:
 
 
 def log_figure(fig: Any, name: str) -> None:
-    import matplotlib.pyplot as plt
-
+    """Logs a matplotlib figure, or a function that makes one: in a tracked run that function runs
+    on the delivery thread (off the training loop), so it must not use pyplot."""
     delivery = resilience.current()
     if delivery is not None:
         delivery.log_figure(fig, name)
-    else:
-        mlflow.log_figure(fig, name)
-    plt.close(fig)
+        return
+    figure = fig() if callable(fig) else fig
+    mlflow.log_figure(figure, name)
+    if not callable(fig):
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
 
 
 def __getattr__(name: str) -> Any:

@@ -93,8 +93,13 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def compile_model(spec: Spec, split: Split, steps_per_epoch: int) -> tuple[keras.Model, list[keras.callbacks.Callback]]:
-    """Builds and compiles the spec's model; returns it with the schedule's callbacks."""
+def compile_model(spec: Spec, split: Split, steps_per_epoch: int,
+                  record: bool = True) -> tuple[keras.Model, list[keras.callbacks.Callback]]:
+    """Builds and compiles the spec's model; returns it with the schedule's callbacks.
+
+    With ``record``, the mIoU metric keeps each validation image's confusion counts per pass
+    (see ``ValidationRecord``); benchmarks compile without it for a bare Keras baseline.
+    """
     if spec.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     else:
@@ -109,7 +114,8 @@ def compile_model(spec: Spec, split: Split, steps_per_epoch: int) -> tuple[keras
     base_lr = float(opt_kwargs.pop("learning_rate", default_lr))  # each optimizer's own default
     lr = schedule.learning_rate(base_lr, spec.train.epochs, steps_per_epoch)
     optimizer = OPTIMIZERS.get(opt_name)(learning_rate=lr, **opt_kwargs)
-    model.compile(optimizer=optimizer, loss=loss, metrics=segmentation_metrics(), jit_compile=spec.train.jit_compile)
+    metrics = segmentation_metrics(record_images=len(split.x_val) if record else 0)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=spec.train.jit_compile)
     return model, schedule.callbacks(spec.train.epochs, steps_per_epoch)
 
 
@@ -131,6 +137,42 @@ class BestWeights(keras.callbacks.Callback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.weights is not None:
             self.model.set_weights(self.weights)
+
+
+class ValidationRecord(keras.callbacks.Callback):
+    """The best epoch's validation pass, kept as it ran: no second pass after training.
+
+    After each epoch the mIoU metric holds the validation pass's per-image confusion counts
+    (``MeanIoU(record_images=N)``, reset before every pass, images in file order). At the best
+    epoch (``BestWeights``, which runs first) they are copied, with the pass's wall time per
+    image: the run's confusion matrix, per-image IoUs and latency come from the very pass whose
+    val mIoU chose the weights that ``BestWeights`` restores.
+
+    Args:
+        best: the ``BestWeights`` callback of the same fit.
+    """
+
+    def __init__(self, best: BestWeights) -> None:
+        super().__init__()
+        self.best = best
+        self.metric: Any = None  # the compiled recording MeanIoU, found after the first epoch
+        self.confusions: np.ndarray | None = None  # (N, C, C) int64 counts of the best epoch's pass
+        self.seconds_per_image = math.nan  # the best epoch's validation pass, batched, metrics included
+        self._t0 = self._seconds = 0.0
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._seconds = time.perf_counter() - self._t0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.best.best_epoch != epoch:
+            return
+        self.metric = self.metric or _miou_metric(self.model)  # Keras builds its metric container lazily
+        seen = min(int(self.metric.seen.numpy()), self.metric.record_images)
+        self.confusions = np.rint(self.metric.images.numpy()[:seen]).astype(np.int64)
+        self.seconds_per_image = self._seconds / max(seen, 1)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -163,7 +205,8 @@ def fit(
     train_ds = train_dataset(split.x_train, split.y_train, bs, spec.seed, policy, spec.train.shuffle_buffer)
     val_ds = eval_dataset(split.x_val, split.y_val, bs)
     best = BestWeights()
-    cbs: list[keras.callbacks.Callback] = [EpochTimer(), best, *schedule_cbs]
+    record = ValidationRecord(best)
+    cbs: list[keras.callbacks.Callback] = [EpochTimer(), best, record, *schedule_cbs]
     if spec.train.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_miou", mode="max", patience=spec.train.early_stopping))
     cbs.extend(callbacks)
@@ -176,7 +219,22 @@ def fit(
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     epoch = max(best.best_epoch, 0)
     best_values = {k: v[epoch] for k, v in history.items() if k.startswith("val_") and len(v) > epoch}
-    return FitResult(model, history, epoch, best_values, model.count_params(), seconds, len(history.get("loss", [])))
+    extras = {"confusions": record.confusions, "val_seconds_per_image": record.seconds_per_image}
+    return FitResult(model, history, epoch, best_values, model.count_params(), seconds, len(history.get("loss", [])),
+                     extras)
+
+
+def _miou_metric(model: keras.Model) -> Any:
+    """The compiled ``MeanIoU`` that records images (Keras nests compiled metrics in a container)."""
+    from core.metrics import MeanIoU
+
+    stack = list(model.metrics)
+    while stack:
+        metric = stack.pop()
+        if isinstance(metric, MeanIoU) and metric.record_images:
+            return metric
+        stack.extend(getattr(metric, "metrics", []))
+    raise RuntimeError("the compiled model has no recording MeanIoU metric (see compile_model)")
 
 
 def predict_masks(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import mlflow_server
+
+# Caches a run keeps between processes (FLOPs per architecture, core.cost) stay out of $HOME.
+os.environ.setdefault("ABLATE_CACHE", tempfile.mkdtemp(prefix="ablate-test-cache-"))
 
 
 @pytest.fixture(scope="session")

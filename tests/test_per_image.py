@@ -222,3 +222,25 @@ def test_image_section_degrades_without_models_or_data(store: str, synth_npz: Pa
 def test_image_section_is_empty_without_per_image_data(arms: dict[str, Any], tmp_path: Path) -> None:
     record = record_of([("baseline", 0, arms["old"])], {"baseline": {}})
     assert image_section(record, tmp_path) == ("", [])
+
+
+def test_the_best_epochs_validation_pass_gives_what_a_prediction_pass_gives(synth_npz: Path) -> None:
+    """The run's confusion matrix and per-image IoUs come from the validation pass that chose the
+    best epoch (no second pass): they must equal predicting again with the restored weights."""
+    from core.runner import _prediction_pass, summarize
+    from core.spec import load_spec
+    from core.train import fit, load_data
+
+    spec = load_spec(PRESET, [*TINY_MODEL, f"data.path={synth_npz}", "data.limit=96", "train.epochs=2",
+                              "train.batch_size=16", "train.early_stopping=0", "optimizer.learning_rate=0.01"])
+    split = load_data(spec)
+    result = fit(spec, split, verbose=0)
+    recorded = result.extras["confusions"]
+    predicted, _ = _prediction_pass(result.model, split)
+    assert recorded.shape == predicted.shape == (len(split.x_val), 5, 5)
+    assert recorded.sum() == split.y_val.size  # every pixel of every validation image, once
+    differing = np.abs(recorded - predicted).sum() / 2  # a pixel predicted differently moves two cells
+    assert differing <= 1e-4 * split.y_val.size, f"{differing} pixels differ"  # batch-size rounding at most
+    summary = summarize(result.model, split, result)
+    assert summary["best_val_miou"] == pytest.approx(result.best["val_miou"], abs=1e-3)  # the metric's own figure
+    assert math.isfinite(summary["latency_ms_per_image"]) and summary["latency_ms_per_image"] > 0

@@ -1,0 +1,150 @@
+"""Tracking overhead of a campaign: a small ablation, fully tracked, against a bare Keras loop.
+
+Each repeat runs, in one process and in alternating order (so drift in machine load hits both):
+
+- tracked: ``core.ablation.orchestrate.run_ablation`` on a 3-arm x 2-seed ablation of the plain
+  U-Net (skip concat / add / none) for 3 epochs on the real data, with everything a user gets:
+  the Optuna queue, the parent run, per-epoch metrics, the mask grid every epoch, the final grid,
+  the confusion matrix, per-image IoUs, cost figures, the saved ``.keras`` model of every run and
+  the report (``report.md``/``report.html`` with its figures), into a fresh SQLite store;
+- bare: the same six models, compiled the same way (without the per-image record), trained by
+  ``model.fit`` on the same split and ``tf.data`` pipelines with validation every epoch, no
+  callbacks, no tracking.
+
+The figure is the median over repeats of tracked / bare wall time (target: <= 1.05), with the
+per-run fixed cost (tracked minus bare, divided by the six runs). Printed, and written to
+``benchmarks/results/campaign.json``.
+
+Run it with ``make bench`` or::
+
+    .venv/bin/python benchmarks/campaign.py --repeats 3 --limit 480
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = ROOT.parent / "shared/data/mars_ai4mars_64x128.npz"
+TARGET = 1.05  # the issue's target: a campaign's tracking costs at most 5% of its training
+ARMS = {"concat": "concat", "add": "add", "none": "none"}  # skip type of each arm; concat is the baseline
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--limit", type=int, default=480, help="training pairs loaded (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--data", type=Path, default=None, help="course-format .npz (default: the real set if present)")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/campaign.json")
+    return p.parse_args()
+
+
+def ablation_file(folder: Path, data: Path, args: argparse.Namespace) -> Path:
+    path = folder / "bench.yaml"
+    path.write_text(json.dumps({
+        "name": "bench",
+        "base": {"base": str(ROOT / "ablations/presets/unet-baseline.yaml"),
+                 "data": {"path": str(data), "limit": args.limit},
+                 "tracking": {"mask_every": 1, "log_model": True}},
+        "design": "one-at-a-time",
+        "seeds": list(range(args.seeds)),
+        "budget": {"epochs": args.epochs, "early_stopping": 0},
+        "factors": {"skip": {name: {"skip": {"type": kind}} for name, kind in ARMS.items() if name != "concat"}},
+    }))
+    return path
+
+
+def tracked(file: Path, folder: Path) -> float:
+    from core import tracking
+    from core.ablation.design import load_ablation
+    from core.ablation.orchestrate import run_ablation
+
+    tracking.setup(f"sqlite:///{folder / 'mlflow.db'}")
+    ab = load_ablation(file)
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_ablation(ab, storage_url=f"sqlite:///{folder / 'optuna.db'}", report_dir=str(folder / "report"))
+    return time.perf_counter() - t0
+
+
+def bare(file: Path) -> float:
+    """The same arms and seeds, trained by ``model.fit`` alone (the split and pipelines as tracked)."""
+    from core.ablation.design import load_ablation
+    from core.augment import Policy
+    from core.pipeline import eval_dataset, train_dataset
+    from core.train import compile_model, load_data, set_seed
+
+    ab = load_ablation(file)
+    t0 = time.perf_counter()
+    for arm in ab.arms:
+        for seed in ab.seeds:
+            spec = arm.spec.model_copy(update={"seed": seed})
+            split = load_data(spec)
+            set_seed(seed)
+            bs = spec.train.batch_size
+            model, _ = compile_model(spec, split, max(1, math.ceil(len(split.x_train) / bs)), record=False)
+            policy = Policy(spec.augment)
+            train = train_dataset(split.x_train, split.y_train, bs, seed, policy, spec.train.shuffle_buffer)
+            model.fit(train, validation_data=eval_dataset(split.x_val, split.y_val, bs), epochs=spec.train.epochs,
+                      verbose=0, shuffle=False)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    args = parse_args()
+    data = args.data or REAL_DATA
+    if not data.exists():
+        sys.exit(f"campaign.py: the data file {data} is missing; pass --data FILE.npz")
+    runs = len(ARMS) * args.seeds
+    times: dict[str, list[float]] = {"tracked": [], "bare": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["ABLATE_CACHE"] = str(Path(tmp) / "cache")  # FLOPs counted afresh in this benchmark
+        file = ablation_file(Path(tmp), data, args)
+        bare(file)  # warm-up: imports, the first traces of this process, the data file's page cache
+        for r in range(args.repeats):
+            order = ["tracked", "bare"] if r % 2 == 0 else ["bare", "tracked"]
+            for name in order:
+                folder = Path(tmp) / f"{name}{r}"
+                folder.mkdir()
+                times[name].append(tracked(file, folder) if name == "tracked" else bare(file))
+            t, b = times["tracked"][-1], times["bare"][-1]
+            print(f"repeat {r + 1}/{args.repeats}: tracked {t:.1f} s, bare {b:.1f} s, ratio {t / b:.3f}", flush=True)
+    ratios = [t / b for t, b in zip(times["tracked"], times["bare"], strict=True)]
+    fixed = [(t - b) / runs for t, b in zip(times["tracked"], times["bare"], strict=True)]
+    from core import tracking
+
+    result = {
+        "ratio_median": statistics.median(ratios), "ratios": ratios, "target": TARGET,
+        "meets_target": statistics.median(ratios) <= TARGET,
+        "fixed_cost_per_run_s_median": statistics.median(fixed),
+        "tracked_wall_s": times["tracked"], "bare_wall_s": times["bare"],
+        "setup": {"data": data.name, "train_pairs_loaded": args.limit, "arms": list(ARMS), "seeds": args.seeds,
+                  "epochs": args.epochs, "runs_per_campaign": runs, "repeats": args.repeats,
+                  "tracking": "masks every epoch, final grid, confusion, per-image IoUs, FLOPs, model, report"},
+        "machine": {"platform": platform.platform(), "device": tracking.device_name(),
+                    "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"machine: {result['machine']['device']}, {result['machine']['cpus']} CPUs; {runs} runs per campaign, "
+          f"{args.epochs} epochs, {args.limit} pairs")
+    print(f"tracked / bare: {result['ratio_median']:.3f} (target <= {TARGET}) "
+          f"{'met' if result['meets_target'] else 'NOT met'}; fixed cost {result['fixed_cost_per_run_s_median']:.2f} s "
+          f"per run; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
