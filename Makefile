@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO_DATA := data/synthetic_mars.npz
 
-.PHONY: setup demo test test-fast bench lint ui clean-runs team-demo manifest
+.PHONY: setup demo test test-fast bench bench-gpu bench-quality lint ui clean-runs team-demo manifest
 
 setup: $(STAMP)
 
@@ -35,6 +35,18 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pruning.py
 	$(BIN)/python benchmarks/workers.py
 	$(BIN)/python benchmarks/sequential.py
+	$(BIN)/python benchmarks/cli_latency.py
+	$(BIN)/python benchmarks/campaign.py
+
+# Not in `make bench`. Training img/s for fp32, mixed precision and XLA, and trials per hour with 1 and
+# 2 trials sharing the GPU (~8 min on an H200); without a GPU it says so in one line and measures nothing.
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu.py
+
+# Not in `make bench`. The plain U-Net and the Mars recipe at their presets' full budgets on the real
+# data: best val mIoU, per-class IoU, s/epoch (hours on a CPU; results written after each model).
+bench-quality: $(STAMP)
+	$(BIN)/python benchmarks/quality.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check core tests benchmarks

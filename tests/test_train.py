@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from helpers import PRESET, TINY_MODEL
@@ -53,3 +54,26 @@ def test_training_reduces_the_loss(synth_npz: Path) -> None:
     assert losses[-1] < 0.8 * losses[0], losses
     assert result.history["val_miou"][-1] > 0.0
     assert set(result.best) >= {"val_loss", "val_miou", "val_iou_soil"}
+
+
+SWITCHES = {  # the speed switches benchmarks/gpu.py measures; each must train on a CPU too
+    "fp32": [],
+    "mixed": ["train.mixed_precision=true"],
+    "xla": ["train.jit_compile=true"],
+    "mixed+xla": ["train.mixed_precision=true", "train.jit_compile=true"],
+}
+
+
+@pytest.mark.parametrize("switch", list(SWITCHES))
+def test_every_speed_switch_builds_and_trains_to_a_finite_loss(synth_npz: Path, switch: str) -> None:
+    spec = tiny_spec(synth_npz, "data.limit=40", *SWITCHES[switch])  # 32 + 8 pairs: full batches, one XLA compile each
+    try:
+        result = fit(spec, verbose=0)
+        policy = result.model.dtype_policy.name
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # fit leaves the global policy set; other tests build models
+    assert result.epochs_run == 1
+    assert np.isfinite(result.history["loss"][0]) and np.isfinite(result.history["val_loss"][0])
+    assert np.isfinite(result.best["val_miou"])
+    assert policy == ("mixed_float16" if spec.train.mixed_precision else "float32")
+    assert bool(result.model.jit_compile) is spec.train.jit_compile
