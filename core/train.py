@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -21,7 +22,7 @@ import numpy as np
 
 from core.augment import Policy
 from core.data.default import default_data_path
-from core.data.loader import MarsData, load_npz, split_indices
+from core.data.loader import MarsData, cached_fingerprint, load_npz, split_indices
 from core.errors import SpecError
 from core.metrics import segmentation_metrics
 from core.models import build_model
@@ -74,7 +75,7 @@ def load_data(spec: Spec, data: MarsData | None = None) -> Split:
     """Loads the spec's data (or the synthetic default) and splits it by the spec's seed."""
     if data is None:
         path = spec.data.path or str(default_data_path())
-        data = load_npz(path, limit=spec.data.limit)
+        data = _shared_data(path, spec.data.limit)
     images, masks, groups = data.images, data.masks, data.groups
     keep = np.arange(len(masks), dtype=np.int64)  # index in the loaded data of each kept pair
     if spec.data.clean:
@@ -86,6 +87,25 @@ def load_data(spec: Spec, data: MarsData | None = None) -> Split:
         groups = groups[keep] if groups is not None else None
     tr, va = split_indices(len(images), spec.data.val_fraction, spec.seed, groups=groups)
     return Split(images[tr], masks[tr], images[va], masks[va], data.fingerprint, data.path, keep[va])
+
+
+_DATA: dict[tuple[str, str, int | None], MarsData] = {}  # the data set this process's runs share
+
+
+def _shared_data(path: str, limit: int | None) -> MarsData:
+    """The loaded data, kept for the next run of this process (a worker's trials, an ablation's
+    arms): reading and checking the file costs about a second a run. Keyed by the file's content
+    fingerprint, so a rewritten file is read again; one entry, so memory holds one data set. The
+    arrays are read-only: splits take copies, and nothing may change what later runs read."""
+    key = (str(Path(path).resolve()), cached_fingerprint(path), limit)
+    if key not in _DATA:
+        data = load_npz(path, limit=limit)
+        for array in (data.images, data.masks, data.groups):
+            if array is not None:
+                array.flags.writeable = False
+        _DATA.clear()
+        _DATA[key] = data
+    return _DATA[key]
 
 
 def set_seed(seed: int) -> None:

@@ -25,7 +25,7 @@ from core.data.loader import file_fingerprint, load_npz
 from core.data.synth import generate, write_npz
 from core.errors import DataError, SpecError
 from core.registry import ALL_REGISTRIES, Registry
-from core.spec import Spec, load_spec
+from core.spec import Spec, check_buildable, load_spec
 
 load_all()  # registers every block (a saved model of this project reloads)
 
@@ -185,8 +185,8 @@ def test_a_resumed_ablation_on_changed_data_matches_no_earlier_arm(tmp_path: Pat
      r"^model\.regularizer \(type 'stochastic_depth'\) has no effect"),  # the block's own rate wins
 ])
 def test_a_key_the_block_ignores_is_an_error(model: dict[str, Any], message: str) -> None:
-    with pytest.raises(SpecError, match=message):
-        load_spec({"model": {"type": "unet", **model}})
+    with pytest.raises(SpecError, match=message):  # keys at load; a regularizer no block takes at build
+        check_buildable(load_spec({"model": {"type": "unet", **model}}))
 
 
 def test_stochastic_depth_with_a_block_that_takes_it_is_valid() -> None:

@@ -6,6 +6,7 @@ never raises, so a missing model, data file or plotting backend only leaves a no
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 from dataclasses import dataclass
@@ -116,7 +117,7 @@ def _load_data(record: AblationRecord, arm: str, run_id: str | None) -> tuple[An
 def _predictions(record: AblationRecord, c: ImageComparison, wanted: list[tuple[int, int]],
                  images: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]] | None, str]:
     """Baseline and variant masks of each (index, seed), from the runs' logged models; or a note."""
-    from core.train import predict_masks
+    import keras
 
     out: dict[tuple[str, int, int], np.ndarray] = {}
     for arm in (c.baseline, c.variant):
@@ -126,11 +127,14 @@ def _predictions(record: AblationRecord, c: ImageComparison, wanted: list[tuple[
             model = _load_model(run_id) if run_id else None
             if model is None:
                 return None, f"image and truth only: no model logged for `{arm}` seed {seed}."
-            for i, mask in zip(index, predict_masks(model, images[index]), strict=True):
+            # A few images: one eager call, no predict function to trace for each loaded model.
+            probs = keras.ops.convert_to_numpy(model(images[index], training=False))
+            for i, mask in zip(index, np.argmax(probs, axis=-1).astype(np.uint8), strict=True):
                 out[(arm, seed, i)] = mask
     return [(out[(c.baseline, s, i)], out[(c.variant, s, i)]) for i, s in wanted], ""
 
 
+@functools.lru_cache(maxsize=8)  # the baseline's model serves every comparison of a report
 def _load_model(run_id: str) -> Any:
     from core.export.formats import load_keras
 
