@@ -3,6 +3,7 @@ no half-written output; and the data commands that make and inspect a set."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,9 @@ def test_debug_raises_instead(tmp_path: Path) -> None:
         main(["--debug", "spec", "nope.yaml"])
     with pytest.raises(DataError, match=r"not found"):
         main(["--debug", "data", "inspect", str(tmp_path / "missing.npz")])
+    # --debug lets TensorFlow's start-up lines through for that command only, not for later ones
+    # (or for the processes a test starts after calling main in-process).
+    assert "ABLATE_DEBUG" not in os.environ
 
 
 def test_the_installed_command_prints_no_traceback_unless_debug(garbage_npz: Path) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from core import signals
@@ -35,6 +36,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _debug_environment(debug: bool) -> Iterator[None]:
+    """Under ``--debug``, TensorFlow's start-up lines too (``core.quiet``; set before anything imports
+    it, and inherited by worker processes). Restored afterwards: ``main`` also runs in-process."""
+    saved = {key: os.environ.get(key) for key in ("ABLATE_DEBUG", "TF_CPP_MIN_LOG_LEVEL")}
+    if debug:
+        os.environ.update(ABLATE_DEBUG="1", TF_CPP_MIN_LOG_LEVEL="0")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -44,9 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.debug:  # TensorFlow's start-up lines too (core.quiet); set before anything imports it
-        os.environ["ABLATE_DEBUG"] = "1"
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    with _debug_environment(args.debug):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         with signals.stops_as_interrupt():  # SIGTERM and SIGHUP end runs KILLED, as Ctrl-C does
             return int(args.func(args) or 0)
