@@ -6,9 +6,9 @@ one error line with the tail of its log; and the server stops with the command, 
 stopped by Ctrl-C, SIGTERM or SIGKILL (see ``core.signals``).
 
 Example:
-    >>> check_host("0.0.0.0", insecure=False, what="the MLflow UI")
+    >>> check_host("192.168.1.5", insecure=False, what="the MLflow UI")
     Traceback (most recent call last):
-    AblateError: --host 0.0.0.0 would serve the MLflow UI beyond this machine without authentication; ...
+    AblateError: --host 192.168.1.5 would serve the MLflow UI beyond this machine without authentication; ...
 """
 
 from __future__ import annotations
@@ -58,8 +58,13 @@ def is_loopback(host: str) -> bool:
 
 
 def local_url(host: str, port: int, path: str = "/") -> str:
-    """Where this machine reaches a server bound to ``host`` (a wildcard address: loopback)."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    """Where this machine reaches a server bound to ``host`` (an all-interfaces address: loopback)."""
+    try:
+        everywhere = not host or ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name
+        everywhere = False
+    if everywhere:
+        host = "::1" if ":" in host else "127.0.0.1"
     return f"http://{f'[{host}]' if ':' in host else host}:{port}{path}"
 
 
