@@ -164,7 +164,14 @@ def one_line_per_failure() -> Iterator[None]:
     The traceback is kept on the trial (``ablate.traceback``) and, for a failure inside the
     trial's MLflow run, in that run's ``error.txt``.
     """
-    handlers, quiet = logging.getLogger("optuna").handlers, _NoOptunaFailureLines()
+    with filtering_optuna_logs(_NoOptunaFailureLines()):
+        yield
+
+
+@contextlib.contextmanager
+def filtering_optuna_logs(quiet: logging.Filter) -> Iterator[None]:
+    """Adds ``quiet`` to every handler of Optuna's logger for the block, and removes it after."""
+    handlers = logging.getLogger("optuna").handlers
     for handler in handlers:
         handler.addFilter(quiet)
     try:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from core.campaign.failfast import Watch, one_line_per_failure, raise_if_stopped, stop
+from core.campaign.failfast import Watch, filtering_optuna_logs, one_line_per_failure, raise_if_stopped, stop
 from core.campaign.kinds import Objective, TrialKind
 from core.campaign.queue import kind_of
 from core.campaign.reconcile import tidy
@@ -105,11 +105,5 @@ class _NoInterruptTraceback(logging.Filter):
 
 @contextlib.contextmanager
 def _quiet_interrupts() -> Iterator[None]:
-    handlers, quiet = logging.getLogger("optuna").handlers, _NoInterruptTraceback()
-    for handler in handlers:
-        handler.addFilter(quiet)
-    try:
+    with filtering_optuna_logs(_NoInterruptTraceback()):
         yield
-    finally:
-        for handler in handlers:
-            handler.removeFilter(quiet)
