@@ -21,7 +21,8 @@ from keras import ops
 
 from core.errors import SpecError
 from core.metrics import NUM_CLASSES
-from core.registry import LOSSES, Registry
+from core.registry import LOSS_TERMS as _TERMS
+from core.registry import LOSSES
 
 EPS = 1e-7
 
@@ -286,19 +287,6 @@ class LovaszSoftmax(PixelLoss):
         return {**super().get_config(), "per_image": self.per_image, "classes": self.classes}
 
 
-class _LossTerms(Registry):
-    """Validates one ``{loss: {type: ...}, weight: w}`` term of a ``sum`` loss via ``LOSSES``."""
-
-    def validate(self, config: Mapping[str, Any] | str, where: str = "", reserved: tuple[str, ...] = ()) -> None:
-        if not isinstance(config, Mapping) or "loss" not in config or set(config) - {"loss", "weight"}:
-            raise SpecError(f"{where} must be a mapping {{loss: {{type: ...}}, weight: w}}; got {config!r}.")
-        weight = config.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise SpecError(f"{where}.weight must be a number; got {weight!r}.")
-        LOSSES.validate(config["loss"], where=f"{where}.loss")
-
-
-_TERMS = _LossTerms("loss term")
 
 
 @LOSSES.register("sum", nested={"terms": _TERMS})

@@ -278,7 +278,7 @@ class Registry:
                     f"Allowed keys: {', '.join(allowed) or '(none)'}."
                 )
             _check_scalar(f"{where}.{key}", value, defaults.get(key, inspect.Parameter.empty))
-            sub = self._nested.get(name, {}).get(key) or ALL_REGISTRIES.get(schema.nested.get(key, ""))
+            sub = self._nested.get(name, {}).get(key) or _VALIDATORS.get(schema.nested.get(key, ""))
             if sub is not None:
                 if isinstance(value, list):
                     for i, item in enumerate(value):
@@ -386,3 +386,26 @@ ALL_REGISTRIES: dict[str, Registry] = {
     for r in (MODELS, CONV_BLOCKS, SKIPS, BOTTLENECKS, UPSAMPLERS, REGULARIZERS, FUSIONS, BRANCHES,
               LOSSES, AUGMENTATIONS, OPTIMIZERS, SCHEDULES)
 }
+
+
+class _LossTerms(Registry):
+    """Validates one ``{loss: {type: ...}, weight: w}`` term of a ``sum`` loss via ``LOSSES``.
+
+    Not a registry of components: the ``nested`` target of the ``sum`` loss's ``terms``, kept
+    here (free of TensorFlow) so that a term's loss is checked when the spec is read.
+    """
+
+    def validate(self, config: Mapping[str, Any] | str, where: str = "", reserved: tuple[str, ...] = ()) -> None:
+        if not isinstance(config, Mapping) or "loss" not in config or set(config) - {"loss", "weight"}:
+            raise SpecError(f"{where} must be a mapping {{loss: {{type: ...}}, weight: w}}; got {excerpt(config)}.")
+        weight = config.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise SpecError(f"{where}.weight must be a number; got {excerpt(weight)}.")
+        LOSSES.validate(config["loss"], where=f"{where}.loss")
+
+
+LOSS_TERMS = _LossTerms("loss term", key="loss_terms")
+
+# Every registry a manifest entry's ``nested`` key may name (the component registries, and the
+# loss terms' validator).
+_VALIDATORS: dict[str, Registry] = {**ALL_REGISTRIES, LOSS_TERMS.key: LOSS_TERMS}

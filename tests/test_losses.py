@@ -196,7 +196,7 @@ def test_weighted_ce_needs_weights(batch: tuple[np.ndarray, np.ndarray]) -> None
     y, p = batch
     with pytest.raises(SpecError, match="call prepare"):
         LOSSES.build({"type": "weighted_ce"})(y, p)
-    with pytest.raises(SpecError, match="cap must be >= 1"):
+    with pytest.raises(SpecError, match=r"'loss\.cap': expected a number >= 1"):
         LOSSES.build({"type": "weighted_ce", "cap": 0.5})
 
 

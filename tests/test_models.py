@@ -16,7 +16,7 @@ from core.models import build_model
 from core.models.coarse_fine import global_config
 from core.models.unet import encode, make_branch
 from core.registry import FUSIONS
-from core.spec import load_spec
+from core.spec import check_buildable, load_spec
 
 load_all()  # registers every block (a saved model of this project reloads)
 
@@ -31,31 +31,34 @@ def params(model_spec: dict[str, Any]) -> int:
 
 # --- depth and width --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("depth", [0, 6, -1])
-def test_impossible_depth_is_a_spec_error_at_load_time(depth: int) -> None:
-    with pytest.raises(SpecError, match=rf"model\.depth={depth} is not possible for a 64x128 input; expected 1-5"):
-        load_spec({"model": {"type": "unet", "depth": depth}})
-
-
 @pytest.mark.parametrize(("depth", "message"), [
-    ("3", r"Invalid value for 'model\.depth': expected a number"),  # caught by the registry's type check
-    (True, r"Invalid value for 'model\.depth': expected a number"),
-    (2.5, r"model\.depth must be an integer from 1 to 5"),
+    (6, r"model\.depth=6 is not possible for a 64x128 input; expected 1-5"),  # the input size's limit
+    (0, r"Invalid value for 'model\.depth': expected an integer >= 1, got 0"),  # the domain's limit
+    (-1, r"Invalid value for 'model\.depth': expected an integer >= 1, got -1"),
 ])
-def test_non_integer_depth_is_a_spec_error(depth: Any, message: str) -> None:
+def test_impossible_depth_is_a_spec_error_at_load_time(depth: int, message: str) -> None:
     with pytest.raises(SpecError, match=message):
         load_spec({"model": {"type": "unet", "depth": depth}})
 
 
+@pytest.mark.parametrize("depth", ["3", True, 2.5])  # strict ints: no string, bool or float
+def test_non_integer_depth_is_a_spec_error(depth: Any) -> None:
+    with pytest.raises(SpecError, match=r"Invalid value for 'model\.depth': expected an integer \(default 3\)"):
+        load_spec({"model": {"type": "unet", "depth": depth}})
+
+
+# The global branch's size depends on its down-sampling block, so these are constructor checks:
+# ``check_buildable``, which every training command runs before its first run.
 def test_impossible_global_depth_is_a_spec_error() -> None:
-    model = {"type": "coarse_fine", "global_branch": {"type": "unet", "downsample": 4, "depth": 5}}
+    spec = load_spec({"model": {"type": "coarse_fine", "global_branch": {"type": "unet", "downsample": 4, "depth": 5}}})
     with pytest.raises(SpecError, match=r"model\.global_branch\.depth=5 is not possible for a 16x32 input"):
-        load_spec({"model": model})
+        check_buildable(spec)
 
 
 def test_global_downsample_must_divide_the_input() -> None:
+    spec = load_spec({"model": {"type": "coarse_fine", "global_branch": {"type": "unet", "downsample": 3}}})
     with pytest.raises(SpecError, match=r"model\.global_branch\.downsample=3 must divide the 64x128 input"):
-        load_spec({"model": {"type": "coarse_fine", "global_branch": {"type": "unet", "downsample": 3}}})
+        check_buildable(spec)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
@@ -75,9 +78,9 @@ def test_width_mult_scales_the_parameter_count() -> None:
 
 
 def test_filters_and_width_mult_are_checked() -> None:
-    with pytest.raises(SpecError, match=r"model: width_mult must be a number > 0, got 0"):
+    with pytest.raises(SpecError, match=r"Invalid value for 'model\.width_mult': expected a number > 0, got 0\."):
         load_spec({"model": {"type": "unet", "width_mult": 0}})
-    with pytest.raises(SpecError, match=r"model: filters must be a positive integer, got 0"):
+    with pytest.raises(SpecError, match=r"Invalid value for 'model\.filters': expected an integer >= 1, got 0\."):
         load_spec({"model": {"type": "unet", "filters": 0}})
 
 

@@ -45,8 +45,8 @@ def test_cosine_warmup_longer_than_run_leaves_a_decay_step() -> None:
 
 
 @pytest.mark.parametrize(("config", "match"), [
-    ({"type": "cosine", "min_lr_ratio": 2.0}, r"min_lr_ratio must be in \[0, 1\]"),
-    ({"type": "cosine", "warmup_epochs": -1}, "warmup_epochs must be >= 0"),
+    ({"type": "cosine", "min_lr_ratio": 2.0}, r"'schedule\.min_lr_ratio': expected a number in \[0, 1\], got 2\.0"),
+    ({"type": "cosine", "warmup_epochs": -1}, r"'schedule\.warmup_epochs': expected a number >= 0, got -1"),
     ({"type": "cosin"}, "Unknown schedule 'cosin'.*Did you mean 'cosine'"),
 ])
 def test_bad_schedules_are_spec_errors(config: dict[str, object], match: str) -> None:

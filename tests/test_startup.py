@@ -56,7 +56,8 @@ def test_a_spec_checked_without_tensorflow_gives_the_same_errors() -> None:
 import sys
 from core.spec import load_spec
 from core.errors import SpecError
-for o in ('model.skip.type=concatt', 'model.bogus=1', 'model.depth=9', 'loss.type=dicee'):
+for o in ('model.skip.type=concatt', 'model.bogus=1', 'model.depth=9', 'loss.type=dicee',
+          'loss={{type: sum, terms: [{{loss: {{type: dise}}}}]}}', 'loss={{type: sum, terms: [{{type: ce}}]}}'):
     try:
         load_spec({str(PRESET)!r}, [o])
     except SpecError as e:
@@ -70,6 +71,8 @@ print('HEAVY=' + str('tensorflow' in sys.modules))
     assert lines[1].startswith("Unknown key 'bogus' in model (type 'unet')")
     assert "model.depth=9 is not possible for a 64x128 input" in lines[2]
     assert "Unknown loss 'dicee'" in lines[3]
+    assert "Unknown loss 'dise'" in lines[4] and "Did you mean 'dice'?" in lines[4]  # inside a sum's terms
+    assert lines[5].startswith("loss.terms[0] must be a mapping {loss: {type: ...}, weight: w}")
 
 
 def test_tensorflow_start_up_is_silent_unless_debugging() -> None:
