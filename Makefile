@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sequential.py
 	$(BIN)/python benchmarks/cli_latency.py
 	$(BIN)/python benchmarks/campaign.py
+	$(BIN)/python benchmarks/trial_cost.py
 
 # Not in `make bench`. Training img/s for fp32, mixed precision and XLA, and trials per hour with 1 and
 # 2 trials sharing the GPU (~8 min on an H200); without a GPU it says so in one line and measures nothing.

@@ -26,17 +26,16 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import REAL_DATA, bare_fit, machine
+
 ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = ROOT.parent / "shared/data/mars_ai4mars_64x128.npz"
 TARGET = 1.05  # the issue's target: a campaign's tracking costs at most 5% of its training
 ARMS = {"concat": "concat", "add": "add", "none": "none"}  # skip type of each arm; concat is the baseline
 
@@ -83,23 +82,14 @@ def tracked(file: Path, folder: Path) -> float:
 def bare(file: Path) -> float:
     """The same arms and seeds, trained by ``model.fit`` alone (the split and pipelines as tracked)."""
     from core.ablation.design import load_ablation
-    from core.augment import Policy
-    from core.pipeline import eval_dataset, train_dataset
-    from core.train import compile_model, load_data, set_seed
+    from core.train import load_data
 
     ab = load_ablation(file)
     t0 = time.perf_counter()
     for arm in ab.arms:
         for seed in ab.seeds:
             spec = arm.spec.model_copy(update={"seed": seed})
-            split = load_data(spec)
-            set_seed(seed)
-            bs = spec.train.batch_size
-            model, _ = compile_model(spec, split, max(1, math.ceil(len(split.x_train) / bs)), record=False)
-            policy = Policy(spec.augment)
-            train = train_dataset(split.x_train, split.y_train, bs, seed, policy, spec.train.shuffle_buffer)
-            model.fit(train, validation_data=eval_dataset(split.x_val, split.y_val, bs), epochs=spec.train.epochs,
-                      verbose=0, shuffle=False)
+            bare_fit(spec, load_data(spec))
     return time.perf_counter() - t0
 
 
@@ -124,7 +114,6 @@ def main() -> None:
             print(f"repeat {r + 1}/{args.repeats}: tracked {t:.1f} s, bare {b:.1f} s, ratio {t / b:.3f}", flush=True)
     ratios = [t / b for t, b in zip(times["tracked"], times["bare"], strict=True)]
     fixed = [(t - b) / runs for t, b in zip(times["tracked"], times["bare"], strict=True)]
-    from core import tracking
 
     result = {
         "ratio_median": statistics.median(ratios), "ratios": ratios, "target": TARGET,
@@ -134,8 +123,7 @@ def main() -> None:
         "setup": {"data": data.name, "train_pairs_loaded": args.limit, "arms": list(ARMS), "seeds": args.seeds,
                   "epochs": args.epochs, "runs_per_campaign": runs, "repeats": args.repeats,
                   "tracking": "masks every epoch, final grid, confusion, per-image IoUs, FLOPs, model, report"},
-        "machine": {"platform": platform.platform(), "device": tracking.device_name(),
-                    "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()},
+        "machine": machine(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

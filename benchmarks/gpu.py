@@ -50,11 +50,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import data_file
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # the trial processes share the GPU with this one
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = ROOT.parent / "shared/data/mars_ai4mars_64x128.npz"  # benchmark data only, never committed
 PRESETS = {name: ROOT / f"ablations/presets/{name}.yaml" for name in ("unet-baseline", "mars-recipe")}
 TRIAL_PRESET = "unet-baseline"  # a study trial is a variant of the plain U-Net
 SWITCHES = {  # name -> spec overrides
@@ -258,19 +259,6 @@ def concurrent_trials(args: argparse.Namespace, processes: int) -> dict[str, Any
 
 # --- the run ----------------------------------------------------------------------------------
 
-def data_file(args: argparse.Namespace, tmp: Path) -> Path:
-    """The given file, else the real set, else a synthetic set."""
-    if args.data is not None:
-        return args.data
-    if REAL_DATA.exists():
-        return REAL_DATA
-    from core.data.synth import generate, write_npz
-
-    path = tmp / "synthetic.npz"
-    write_npz(path, generate(args.limit or 1200, seed=0))
-    return path
-
-
 def gpu_or_reason(args: argparse.Namespace) -> tuple[list[str], str | None]:
     """The GPUs found, and why nothing will be measured (None: measure)."""
     names = nvidia_gpus()
@@ -383,7 +371,7 @@ def main() -> int:
         print(reason)
         return 0 if not names else 1
     with tempfile.TemporaryDirectory(prefix="ablate-gpu-") as tmp:
-        args.data = data_file(args, Path(tmp))
+        args.data = data_file(args.data, Path(tmp), args.limit or 1200)
         result, out = run(args, names, deadline)
     summary(result, out)
     return 0

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -31,10 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import bare_fit, data_file
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = ROOT.parent / "shared/data/mars_ai4mars_64x128.npz"
 PRESET = ROOT / "ablations/presets/unet-baseline.yaml"
 TARGET = 1.05  # the issue's target: full tracking costs at most 5% of the training time
 
@@ -51,19 +51,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def data_file(args: argparse.Namespace, tmp: Path) -> Path:
-    """The given file, else the real set, else a synthetic set of the same size."""
-    if args.data is not None:
-        return args.data
-    if REAL_DATA.exists():
-        return REAL_DATA
-    from core.data.synth import generate, write_npz
-
-    path = tmp / "synthetic.npz"
-    write_npz(path, generate(args.limit, seed=0))
-    return path
-
-
 class Timer:
     """Wall and process CPU seconds of a block."""
 
@@ -73,21 +60,6 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.wall, self.cpu = time.perf_counter() - self.wall0, time.process_time() - self.cpu0
-
-
-def bare_fit(spec, split) -> None:  # type: ignore[no-untyped-def]
-    """Compile + ``model.fit`` of the spec's model with no callbacks and no tracking."""
-    from core.augment import Policy
-    from core.pipeline import eval_dataset, train_dataset
-    from core.train import compile_model, set_seed
-
-    set_seed(spec.seed)
-    bs = spec.train.batch_size
-    model, _ = compile_model(spec, split, max(1, math.ceil(len(split.x_train) / bs)))
-    train_ds = train_dataset(split.x_train, split.y_train, bs, spec.seed, Policy(spec.augment),
-                             spec.train.shuffle_buffer)
-    model.fit(train_ds, validation_data=eval_dataset(split.x_val, split.y_val, bs), epochs=spec.train.epochs,
-              verbose=0, shuffle=False)
 
 
 def tracked_run(spec, split) -> None:  # type: ignore[no-untyped-def]
@@ -115,7 +87,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="ablate-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        data = data_file(args, tmp)
+        data = data_file(args.data, Path(tmp), args.limit)
         overrides = [f"data.path={data}", f"data.limit={args.limit}", f"model.filters={args.filters}",
                      f"model.depth={args.depth}", f"train.epochs={args.epochs}", "train.early_stopping=0",
                      "tracking.mask_every=1", "tracking.log_model=true"]
