@@ -137,13 +137,12 @@ def run_spec(
         images, masks = mask_sample(split, spec.tracking.mask_images)
         logger = tracking.MlflowLogger(images, masks, spec.tracking.mask_every)
         result = fit(spec, split, [logger, *callbacks], verbose=verbose)
-        final_pred = logger.log_masks(result.epochs_run)  # the final grid, from the restored best weights
-        tracking.log_sample_predictions(images, masks, final_pred)
-        summary = summarize(result.model, split, result, flops_key=json.dumps(spec.model, sort_keys=True))
-        tracking.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
-        confusion = result.extras["confusion"]
-        tracking.log_figure(lambda: tracking.confusion_figure(confusion), "confusion_matrix.png")
-        log_per_image(result.extras["per_image"])
-        if spec.tracking.log_model:
-            tracking.log_keras_model(result.model)
+        with tracking.model_saved_alongside(result.model, enabled=spec.tracking.log_model):
+            final_pred = logger.log_masks(result.epochs_run)  # the final grid, from the restored best weights
+            tracking.log_sample_predictions(images, masks, final_pred)
+            summary = summarize(result.model, split, result, flops_key=json.dumps(spec.model, sort_keys=True))
+            tracking.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
+            confusion = result.extras["confusion"]
+            tracking.log_figure(lambda: tracking.confusion_figure(confusion), "confusion_matrix.png")
+            log_per_image(result.extras["per_image"])
         return RunOutcome(run.info.run_id, result, summary)

@@ -7,10 +7,12 @@ trained model. A run that raises ends FAILED (Ctrl-C: KILLED), never RUNNING.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -332,6 +334,32 @@ def log_keras_model(model: Any, artifact_path: str = "model") -> None:
         path = Path(tmp) / "model.keras"
         model.save(path)
         log_artifact(path, artifact_path)
+
+
+@contextlib.contextmanager
+def model_saved_alongside(model: Any, enabled: bool = True, artifact_path: str = "model") -> Iterator[None]:
+    """Saves ``model`` as ``.keras`` on a thread while the body runs, then logs it to the active run.
+
+    A run's last steps (the final mask grid, the summary, the per-image record) only read the
+    trained model, so its save (a few tenths of a second, mostly file writing) overlaps them
+    instead of adding to the run. The save's error, if any, is raised here, as a synchronous save's
+    would be; the body must not change the model's weights.
+    """
+    if not enabled:
+        yield
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="ablate-model-"))
+    path = tmp / "model.keras"
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ablate-save") as pool:
+        saved = pool.submit(model.save, path)
+        try:
+            yield
+            saved.result()
+            log_artifact(path, artifact_path)
+        finally:
+            saved.cancel()
+            concurrent.futures.wait([saved])
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def log_figure(fig: Any, name: str) -> None:

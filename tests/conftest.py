@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,9 @@ import pytest
 from helpers import mlflow_server
 
 # Caches a run keeps between processes (FLOPs per architecture, core.cost) stay out of $HOME.
-os.environ.setdefault("ABLATE_CACHE", tempfile.mkdtemp(prefix="ablate-test-cache-"))
+if "ABLATE_CACHE" not in os.environ:
+    os.environ["ABLATE_CACHE"] = tempfile.mkdtemp(prefix="ablate-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["ABLATE_CACHE"], True)  # the suite's own folder, removed after it
 
 
 @pytest.fixture(scope="session")

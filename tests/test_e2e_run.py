@@ -132,6 +132,29 @@ def test_artifacts_spec_masks_confusion_and_model(finished_run: dict[str, Any], 
     probs = model.predict(x, verbose=0)
     assert probs.shape == (2, 64, 128, 5)
     np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-4)
+    # The model is saved on a thread while the run's last steps go on: it must be the model that made
+    # the run's final predictions (the restored best weights), not a half-written or earlier one.
+    with np.load(client.download_artifacts(run_id, "predictions/sample.npz", str(tmp_path))) as sample:
+        images, final = sample["images"].astype(np.float32)[..., None] / 255.0, sample["pred"]
+    again = np.argmax(model.predict(images, verbose=0), axis=-1)
+    assert (again == final).mean() > 0.99  # the images were stored as uint8: a rare pixel may flip
+
+
+def test_a_failing_model_save_fails_the_run_and_leaves_no_files(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from core import tracking
+
+    class Unsavable:
+        def save(self, path: Path) -> None:
+            raise OSError(f"disk full writing {Path(path).name}")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(OSError, match="disk full writing model.keras"):
+        with tracking.model_saved_alongside(Unsavable()):
+            pass
+    assert list(tmp_path.iterdir()) == []  # the save's temporary folder is gone
 
 
 # The real CLI with a fault injected after each epoch's metrics are logged: a failure mid-training

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -257,15 +258,17 @@ def masks_plot(record: AblationRecord, path: Path, n_images: int = 4) -> bool:
         return False
     seed = min(runs["seed"])
     samples = {}
+    from core.data.npz import read_arrays  # by key, header-checked: a store's file is read like a user's
+
     for key in record.payload["arms"]:
         match = runs[(runs["variant"] == key) & (runs["seed"] == seed)]
         if match.empty:
             continue
-        local = mlflow.artifacts.download_artifacts(run_id=match.iloc[0]["run_id"], artifact_path=SAMPLE_ARTIFACT)
-        from core.data.npz import read_arrays  # by key, header-checked: a store's file is read like a user's
-
-        wanted = ("images", "truth", "pred")
-        samples[key] = read_arrays(local, keys=wanted, required=wanted)
+        with tempfile.TemporaryDirectory() as tmp:  # MLflow's own download folder would be left in /tmp
+            local = mlflow.artifacts.download_artifacts(run_id=match.iloc[0]["run_id"], artifact_path=SAMPLE_ARTIFACT,
+                                                        dst_path=tmp)
+            wanted = ("images", "truth", "pred")
+            samples[key] = read_arrays(local, keys=wanted, required=wanted)
     if not samples:
         return False
     first = next(iter(samples.values()))
