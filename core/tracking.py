@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -329,13 +328,6 @@ def _as_float(v: Any) -> float:
         return float("nan")
 
 
-def log_keras_model(model: Any, artifact_path: str = "model") -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.keras"
-        model.save(path)
-        log_artifact(path, artifact_path)
-
-
 @contextlib.contextmanager
 def model_saved_alongside(model: Any, enabled: bool = True, artifact_path: str = "model") -> Iterator[None]:
     """Saves ``model`` as ``.keras`` on a thread while the body runs, then logs it to the active run.
@@ -348,18 +340,14 @@ def model_saved_alongside(model: Any, enabled: bool = True, artifact_path: str =
     if not enabled:
         yield
         return
-    tmp = Path(tempfile.mkdtemp(prefix="ablate-model-"))
-    path = tmp / "model.keras"
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ablate-save") as pool:
+    # The pool's exit waits for the save (even when the body raises), before the folder goes.
+    with tempfile.TemporaryDirectory(prefix="ablate-model-") as tmp, \
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ablate-save") as pool:
+        path = Path(tmp) / "model.keras"
         saved = pool.submit(model.save, path)
-        try:
-            yield
-            saved.result()
-            log_artifact(path, artifact_path)
-        finally:
-            saved.cancel()
-            concurrent.futures.wait([saved])
-            shutil.rmtree(tmp, ignore_errors=True)
+        yield
+        saved.result()
+        log_artifact(path, artifact_path)
 
 
 def log_figure(fig: Any, name: str) -> None:

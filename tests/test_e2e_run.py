@@ -140,8 +140,8 @@ def test_artifacts_spec_masks_confusion_and_model(finished_run: dict[str, Any], 
     assert (again == final).mean() > 0.99  # the images were stored as uint8: a rare pixel may flip
 
 
-def test_a_failing_model_save_fails_the_run_and_leaves_no_files(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_model_save_raises_and_leaves_no_files(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import tempfile
 
     from core import tracking

@@ -251,6 +251,7 @@ def per_class_plot(table: pd.DataFrame, path: Path) -> None:
 
 def masks_plot(record: AblationRecord, path: Path, n_images: int = 4) -> bool:
     """The same validation images predicted by every arm (first seed), side by side."""
+    from core.data.npz import read_arrays  # by key, header-checked: a store's file is read like a user's
     from core.tracking import SAMPLE_ARTIFACT, colourize
 
     runs = record.runs[record.runs["status"] == "FINISHED"]
@@ -258,8 +259,6 @@ def masks_plot(record: AblationRecord, path: Path, n_images: int = 4) -> bool:
         return False
     seed = min(runs["seed"])
     samples = {}
-    from core.data.npz import read_arrays  # by key, header-checked: a store's file is read like a user's
-
     for key in record.payload["arms"]:
         match = runs[(runs["variant"] == key) & (runs["seed"] == seed)]
         if match.empty:
