@@ -10,6 +10,7 @@ import numpy as np
 
 from core import resilience
 from core.tracking import _as_float, log_metrics, mask_grid
+from core.train import recorded_samples
 
 
 class MlflowLogger(keras.callbacks.Callback):
@@ -23,14 +24,18 @@ class MlflowLogger(keras.callbacks.Callback):
         metrics = {k: float(v) for k, v in (logs or {}).items() if np.isfinite(_as_float(v))}
         log_metrics(metrics, step=epoch)
         if self.mask_every and (epoch + 1) % self.mask_every == 0:
-            self.log_masks(epoch)
+            self.log_masks(epoch, recorded_samples(self.model, logs))
 
-    def log_masks(self, step: int) -> np.ndarray:
-        """Predicts the fixed images (one eager call: no predict function to trace) and logs their grid.
+    def log_masks(self, step: int, pred: np.ndarray | None = None) -> np.ndarray:
+        """Logs the grid of the fixed images' predicted masks ``pred`` (k, H, W), and returns them.
 
-        The grid is rendered and encoded on the delivery thread, off the training loop.
+        ``pred`` comes from the validation pass (``core.train.recorded_samples``: no extra forward
+        pass); without it the model predicts the images in one eager call. The grid is rendered
+        and encoded on the delivery thread, off the training loop.
         """
-        pred = np.argmax(keras.ops.convert_to_numpy(self.model(self.images, training=False)), axis=-1).astype(np.uint8)
+        if pred is None or len(pred) != len(self.images):
+            pred = np.argmax(keras.ops.convert_to_numpy(self.model(self.images, training=False)),
+                             axis=-1).astype(np.uint8)
         images, masks, title = self.images, self.masks, f"epoch {step + 1}"
         delivery = resilience.current()
         if delivery is not None:

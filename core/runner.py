@@ -26,7 +26,7 @@ from core.scoring import (
     per_image_miou,
 )
 from core.spec import Spec, check_buildable
-from core.train import FitResult, Split, fit, load_data, predict_masks
+from core.train import FitResult, Split, fit, load_data, predict_masks, sample_index
 
 PER_IMAGE_ARTIFACT = "per_image.parquet"  # per-image validation IoU of the restored best model
 
@@ -42,7 +42,7 @@ class RunOutcome:
 
 def mask_sample(split: Split, n: int) -> tuple[np.ndarray, np.ndarray]:
     """A fixed set of validation images (evenly spaced, so the same for every variant)."""
-    idx = np.linspace(0, len(split.x_val) - 1, num=min(n, len(split.x_val))).astype(int)
+    idx = sample_index(len(split.x_val), n)
     return split.x_val[idx], split.y_val[idx]
 
 
@@ -138,7 +138,8 @@ def run_spec(
         logger = tracking.MlflowLogger(images, masks, spec.tracking.mask_every)
         result = fit(spec, split, [logger, *callbacks], verbose=verbose)
         with tracking.model_saved_alongside(result.model, enabled=spec.tracking.log_model):
-            final_pred = logger.log_masks(result.epochs_run)  # the final grid, from the restored best weights
+            # the final grid: the best epoch's validation pass, whose weights the model was restored to
+            final_pred = logger.log_masks(result.epochs_run, result.extras.get("sample_pred"))
             tracking.log_sample_predictions(images, masks, final_pred)
             summary = summarize(result.model, split, result, flops_key=json.dumps(spec.model, sort_keys=True))
             tracking.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})

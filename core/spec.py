@@ -326,9 +326,19 @@ def check_buildable(spec: Spec) -> None:
     takes) need the blocks themselves: every command that trains calls this before its first
     run (``run_spec``, and campaigns for every arm before queueing), and ``ablate spec --build``
     on demand. Raises a SpecError naming the block.
+
+    A model section that passed is remembered for this process (a campaign checks every arm
+    before queueing and each run checks again: one check per architecture is enough).
     """
     from core import registry as R
 
+    key = json.dumps(spec.model, sort_keys=True, default=str)
+    if key in _BUILDABLE:
+        return
     check = getattr(R.MODELS.get(spec.model["type"]), "check_spec", None)
     if check is not None:
         check(spec)
+    _BUILDABLE.add(key)
+
+
+_BUILDABLE: set[str] = set()  # model sections that passed check_buildable in this process

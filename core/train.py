@@ -108,6 +108,12 @@ def _shared_data(path: str, limit: int | None) -> MarsData:
     return _DATA[key]
 
 
+def sample_index(n_val: int, n: int) -> np.ndarray:
+    """Positions of a run's fixed sample of validation images (the mask grids): ``n`` evenly
+    spaced ones, so every variant and seed of one split shows the same images."""
+    return np.linspace(0, n_val - 1, num=min(n, n_val)).astype(int) if n_val else np.empty(0, int)
+
+
 def set_seed(seed: int) -> None:
     """Seeds Python, numpy and TensorFlow (weights init, dropout) at once."""
     keras.utils.set_random_seed(seed)
@@ -118,7 +124,9 @@ def compile_model(spec: Spec, split: Split, steps_per_epoch: int,
     """Builds and compiles the spec's model; returns it with the schedule's callbacks.
 
     With ``record``, the mIoU metric keeps each validation image's confusion counts per pass
-    (see ``ValidationRecord``); benchmarks compile without it for a bare Keras baseline.
+    and the predicted masks of the sample images (``sample_index``, the spec's
+    ``tracking.mask_images``; see ``ValidationRecord``); benchmarks compile without it for a bare
+    Keras baseline.
     """
     if spec.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -134,7 +142,9 @@ def compile_model(spec: Spec, split: Split, steps_per_epoch: int,
     base_lr = float(opt_kwargs.pop("learning_rate", default_lr))  # each optimizer's own default
     lr = schedule.learning_rate(base_lr, spec.train.epochs, steps_per_epoch)
     optimizer = OPTIMIZERS.get(opt_name)(learning_rate=lr, **opt_kwargs)
-    metrics = segmentation_metrics(record_images=len(split.x_val) if record else 0)
+    sample = tuple(sample_index(len(split.x_val), spec.tracking.mask_images)) if record else ()
+    metrics = segmentation_metrics(record_images=len(split.x_val) if record else 0, sample_positions=sample,
+                                   sample_shape=split.x_val.shape[1:3])
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=spec.train.jit_compile)
     return model, schedule.callbacks(spec.train.epochs, steps_per_epoch)
 
@@ -166,7 +176,9 @@ class ValidationRecord(keras.callbacks.Callback):
     (``MeanIoU(record_images=N)``, reset before every pass, images in file order). At the best
     epoch (``BestWeights``, which runs first) they are copied, with the pass's wall time per
     image: the run's confusion matrix, per-image IoUs and latency come from the very pass whose
-    val mIoU chose the weights that ``BestWeights`` restores.
+    val mIoU chose the weights that ``BestWeights`` restores. The predicted masks of the sample
+    images are read every epoch (``samples``: that epoch's grid) and kept at the best epoch
+    (``best_samples``: the run's final grid, the restored model's predictions).
 
     Args:
         best: the ``BestWeights`` callback of the same fit.
@@ -178,6 +190,8 @@ class ValidationRecord(keras.callbacks.Callback):
         self.metric: Any = None  # the compiled recording MeanIoU, found after the first epoch
         self.confusions: np.ndarray | None = None  # (N, C, C) int64 counts of the best epoch's pass
         self.seconds_per_image = math.nan  # the best epoch's validation pass, batched, metrics included
+        self.samples: np.ndarray | None = None  # (k, H, W) uint8 predicted masks of this epoch's pass
+        self.best_samples: np.ndarray | None = None  # the same, at the best epoch
         self._t0 = self._seconds = 0.0
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -187,9 +201,11 @@ class ValidationRecord(keras.callbacks.Callback):
         self._seconds = time.perf_counter() - self._t0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.metric = self.metric or _miou_metric(self.model)  # Keras builds its metric container lazily
+        self.samples = recorded_samples(self.model, logs)
         if self.best.best_epoch != epoch:
             return
-        self.metric = self.metric or _miou_metric(self.model)  # Keras builds its metric container lazily
+        self.best_samples = self.samples
         seen = min(int(self.metric.seen.numpy()), self.metric.record_images)
         self.confusions = np.rint(self.metric.images.numpy()[:seen]).astype(np.int64)
         self.seconds_per_image = self._seconds / max(seen, 1)
@@ -239,7 +255,8 @@ def fit(
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     epoch = max(best.best_epoch, 0)
     best_values = {k: v[epoch] for k, v in history.items() if k.startswith("val_") and len(v) > epoch}
-    extras = {"confusions": record.confusions, "val_seconds_per_image": record.seconds_per_image}
+    extras = {"confusions": record.confusions, "val_seconds_per_image": record.seconds_per_image,
+              "sample_pred": record.best_samples}
     return FitResult(model, history, epoch, best_values, model.count_params(), seconds, len(history.get("loss", [])),
                      extras)
 
@@ -255,6 +272,18 @@ def _miou_metric(model: keras.Model) -> Any:
             return metric
         stack.extend(getattr(metric, "metrics", []))
     raise RuntimeError("the compiled model has no recording MeanIoU metric (see compile_model)")
+
+
+def recorded_samples(model: keras.Model, logs: dict[str, Any] | None) -> np.ndarray | None:
+    """The predicted masks (k, H, W) uint8 of the sample images in this epoch's validation pass
+    (``compile_model(record=True)``), or None: no validation pass this epoch, or no record."""
+    if "val_loss" not in (logs or {}):
+        return None
+    try:
+        metric = _miou_metric(model)
+    except RuntimeError:
+        return None
+    return metric.samples.numpy().astype(np.uint8) if metric.sample_positions else None
 
 
 def predict_masks(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -146,3 +146,26 @@ def test_config_round_trip() -> None:
     clone = MeanIoU.from_config(metric.get_config())
     assert (clone.name, clone.class_id, clone.num_classes) == ("iou_bedrock", 2, NUM_CLASSES)
     assert keras.saving.get_registered_object("ablate>MeanIoU") is MeanIoU
+
+
+@pytest.mark.parametrize("batch", [1, 4, 5, 13])
+def test_recorded_sample_masks_are_the_predicted_masks_at_their_positions(batch: int) -> None:
+    """The mask grids' predictions, kept from the pass (graph mode, uneven last batch), not a second
+    forward pass: position i holds the argmax of image i, including the first and last image."""
+    truth, pred = random_masks(3, n=13)
+    probs = one_hot_probs(pred, np.random.default_rng(1))
+    positions = (0, 4, 5, 12)
+    model = keras.Sequential([keras.Input(truth.shape[1:] + (NUM_CLASSES,)), keras.layers.Identity()])
+    model.compile(loss="sparse_categorical_crossentropy",
+                  metrics=segmentation_metrics(record_images=len(truth), sample_positions=positions,
+                                               sample_shape=truth.shape[1:]))
+    model.evaluate(probs, truth, batch_size=batch, verbose=0)
+    metric = next(m for m in model.metrics[-1].metrics if isinstance(m, MeanIoU) and m.sample_positions)
+    np.testing.assert_array_equal(metric.samples.numpy(), pred[list(positions)])
+
+
+def test_sample_positions_need_a_record_and_a_shape() -> None:
+    with pytest.raises(ValueError, match="record_images"):
+        MeanIoU(sample_positions=(0,), sample_shape=(4, 4))
+    with pytest.raises(ValueError, match="sample_shape"):
+        MeanIoU(record_images=3, sample_positions=(0,))
