@@ -99,6 +99,19 @@ def retry_history(trial: FrozenTrial) -> list[int]:
         return [int(n) for n in RetryHeartbeatStaleTrialCallback.retry_history(trial)]
 
 
+def queue_retry(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> bool:
+    """Queues a retry of the failed ``trial`` as the heartbeat's retry callback does for a stale one.
+
+    ``RetryHeartbeatStaleTrialCallback`` is experimental: it enqueues a copy (parameters, user
+    attributes) whose system attributes ``failed_trial`` and ``retry_history`` say what it retries.
+    Returns False when ``trial`` was already retried ``max_retry`` times (nothing queued).
+    """
+    before = len(study.get_trials(deepcopy=False))
+    with _quiet_experimental():
+        RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, trial)
+    return len(study.get_trials(deepcopy=False)) > before
+
+
 @contextmanager
 def _quiet_experimental() -> Iterator[None]:
     with warnings.catch_warnings():

@@ -2,7 +2,9 @@
 
 No training and no TensorFlow work: each trial opens and ends an MLflow child run of the
 campaign's parent, like a real trial does. Run as a script it is a worker process, with the
-command line ``ablate worker`` gets (``--study NAME --storage URL --quiet [--tracking-uri URI]``).
+command line ``ablate worker`` gets (``--study NAME --storage URL --quiet [--tracking-uri URI]
+[--heartbeat-file PATH]``), and exits as it does (0 when no work is left, 128 + N when stopped
+by signal N).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,10 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.adapters import PARENT_TAG  # noqa: E402
 from core.campaign import TrialKind, child_tags, remember_run, require_parent, work_on  # noqa: E402
+from core.signals import exit_code  # noqa: E402
+
+STUCK = 77  # a trial of this x blocks until the file named by $TOY_RELEASE exists (a worker that hangs)
 
 
 def objective(study: optuna.Study, verbose: int) -> Callable[[optuna.Trial], float]:
-    """``x ** 2`` of the trial's ``x``; a negative ``x`` fails the trial, ``x == 99`` stops like Ctrl-C."""
+    """``x ** 2`` of the trial's ``x``; a negative ``x`` fails the trial, ``x == 99`` stops like Ctrl-C,
+    ``x == STUCK`` blocks until ``$TOY_RELEASE`` exists (a stop ends its run KILLED, as a real run's does)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -34,6 +41,13 @@ def objective(study: optuna.Study, verbose: int) -> Callable[[optuna.Trial], flo
         trial.set_user_attr("pid", os.getpid())
         run_id = client.create_run(experiment, tags={PARENT_TAG: parent, **child_tags(trial)}).info.run_id
         remember_run(trial)(run_id)
+        if x == STUCK:
+            try:
+                while not os.path.exists(os.environ["TOY_RELEASE"]):
+                    time.sleep(0.05)
+            except KeyboardInterrupt:
+                client.set_terminated(run_id, "KILLED")
+                raise
         if x == 99:
             client.set_terminated(run_id, "KILLED")
             raise KeyboardInterrupt("toy interrupt")
@@ -55,11 +69,16 @@ def main() -> int:
     parser.add_argument("--storage", required=True)
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--heartbeat-file", default=None)
     args = parser.parse_args()
     import mlflow
 
     mlflow.set_tracking_uri(args.tracking_uri)
-    work_on(args.study, args.storage, kinds=[TOY])
+    try:
+        ran = work_on(args.study, args.storage, kinds=[TOY], heartbeat_file=args.heartbeat_file)
+    except KeyboardInterrupt as e:  # a stop signal: the CLI's exit status
+        return exit_code(e)
+    print(f"worker: ran {ran} trial(s); no queued work left")
     return 0
 
 

@@ -33,6 +33,7 @@ from core.campaign import (
     tally,
 )
 from core.campaign import enqueue_missing as enqueue
+from core.campaign.liveness import epoch_beats
 from core.errors import AblateError
 from core.spec import validate
 
@@ -178,8 +179,8 @@ class ArmObjective:
                 "variant": arm["variant"], "arm": key, "seed": str(seed),
                 "is_baseline": str(arm["is_baseline"]).lower(), "arm_hash": arm["spec_hash"], **child_tags(trial)}
         outcome = run_spec(spec, experiment=self.payload["name"], parent_run_id=self.parent, tags=tags,
-                           split=self._splits[data_key], run_name=f"{key} s{seed}", verbose=self.verbose,
-                           on_start=remember_run(trial))
+                           callbacks=epoch_beats(trial.number), split=self._splits[data_key],
+                           run_name=f"{key} s{seed}", verbose=self.verbose, on_start=remember_run(trial))
         return float(outcome.summary["best_val_miou"])
 
 

@@ -7,6 +7,7 @@ Ablations and studies sit on top of it and hand it what a trial is; it never imp
   and where it stands), ``tally``;
 - ``parent``: the parent run (create or resume, end FINISHED / KILLED / FAILED);
 - ``worker``: the worker loop (``ablate worker``, and trials run inline);
+- ``liveness``: the worker's heartbeat file, for a platform's liveness and readiness probes;
 - ``failfast``: a campaign stopped when its trials fail for a reason that fails every trial;
 - ``execute``: a round in this process or in N worker processes, with a progress bar; Ctrl-C;
 - ``reconcile``: stale trials failed and re-queued, runs of ended trials ended;
@@ -26,6 +27,7 @@ Example:
 from core.campaign.execute import Launch, resumable, run_inline, run_round, run_workers, worker_env
 from core.campaign.failfast import TrialsFailed
 from core.campaign.kinds import Counts, Key, Objective, Round, TrialKind, has_waiting, tally
+from core.campaign.liveness import Heartbeat
 from core.campaign.parent import (
     PARENT,
     TRACKING_URI,
@@ -39,12 +41,12 @@ from core.campaign.parent import (
 from core.campaign.queue import KIND, enqueue_missing, kind_of, open_queue
 from core.campaign.reconcile import RUN_ID, Finding, child_tags, reconcile, remember_run, tidy
 from core.campaign.runs import child_runs, running_runs, search_all
-from core.campaign.worker import select_kind, work, work_on
+from core.campaign.worker import retry_interrupted, select_kind, work, work_on
 
 __all__ = [
-    "KIND", "PARENT", "RUN_ID", "TRACKING_URI", "Counts", "Finding", "Key", "Launch", "Objective", "ParentRun",
-    "Round", "TrialKind", "TrialsFailed", "child_runs", "child_tags", "end_parent", "enqueue_missing", "ensure_parent",
-    "has_waiting", "kind_of", "note_failure", "open_queue", "parent_of", "reconcile", "remember_run", "require_parent",
-    "resumable", "run_inline", "run_round", "run_workers", "running_runs", "search_all", "select_kind", "tally",
-    "tidy", "work", "work_on", "worker_env",
+    "KIND", "PARENT", "RUN_ID", "TRACKING_URI", "Counts", "Finding", "Heartbeat", "Key", "Launch", "Objective",
+    "ParentRun", "Round", "TrialKind", "TrialsFailed", "child_runs", "child_tags", "end_parent", "enqueue_missing",
+    "ensure_parent", "has_waiting", "kind_of", "note_failure", "open_queue", "parent_of", "reconcile", "remember_run",
+    "require_parent", "resumable", "retry_interrupted", "run_inline", "run_round", "run_workers", "running_runs",
+    "search_all", "select_kind", "tally", "tidy", "work", "work_on", "worker_env",
 ]

@@ -2,8 +2,10 @@
 
 Any number of workers, on any machine that reaches the storage and the tracking server, can
 share one queue. A killed worker's trial is failed by the heartbeat and queued again; a worker
-that finds none left but sees other workers' trials RUNNING waits rather than exits, so that
-it takes the retry of one that was lost.
+stopped by SIGTERM or SIGHUP (a pod evicted, a container stopped) fails its trial and queues its
+retry itself, at once. A worker that finds none left but sees other workers' trials RUNNING
+waits rather than exits, so that it takes the retry of one that was lost; when nothing is left
+to run or running, it returns (``ablate worker`` exits 0, so a Kubernetes Job completes).
 
 Example:
     >>> ran = work_on("ablation.skips", "sqlite:///mlruns/optuna.db", kinds=[ARMS, study_trials()])
@@ -13,19 +15,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from core import adapters
 from core.campaign.failfast import Watch, filtering_optuna_logs, one_line_per_failure, raise_if_stopped, stop
 from core.campaign.kinds import Objective, TrialKind
+from core.campaign.liveness import Heartbeat, beat
 from core.campaign.queue import kind_of
 from core.campaign.reconcile import tidy
 from core.errors import AblateError
-from core.signals import stops_as_interrupt
-from core.storage import HEARTBEAT_S, load_study, open_storage
+from core.signals import Stopped, stops_as_interrupt
+from core.storage import HEARTBEAT_S, MAX_RETRY, load_study, open_storage
 
 OnTrial = Callable[[optuna.Study, FrozenTrial], None]
 EMPTY = "empty"  # trial user attribute: started when nothing was queued, pruned at once
@@ -45,10 +50,15 @@ def select_kind(study: optuna.Study, kinds: Sequence[TrialKind]) -> TrialKind:
 
 
 def work_on(study_name: str, storage_url: str | None, kinds: Sequence[TrialKind], max_trials: int | None = None,
-            verbose: int = 0) -> int:
-    """Loads the study ``study_name`` and works on it (what ``ablate worker`` runs); returns how many trials ran."""
-    study = load_study(study_name, open_storage(storage_url))
-    return work(study, select_kind(study, kinds), max_trials=max_trials, verbose=verbose)
+            verbose: int = 0, heartbeat_file: str | None = None) -> int:
+    """Loads the study ``study_name`` and works on it (what ``ablate worker`` runs); returns how many trials ran.
+
+    ``heartbeat_file``: a file rewritten while the worker makes progress, for a platform's liveness
+    and readiness probes (``core.campaign.liveness``).
+    """
+    with Heartbeat(heartbeat_file).active() if heartbeat_file else contextlib.nullcontext():
+        study = load_study(study_name, open_storage(storage_url))
+        return work(study, select_kind(study, kinds), max_trials=max_trials, verbose=verbose)
 
 
 def work(study: optuna.Study, kind: TrialKind, max_trials: int | None = None, verbose: int = 0,
@@ -61,25 +71,59 @@ def work(study: optuna.Study, kind: TrialKind, max_trials: int | None = None, ve
     worker of the queue found one (``core.campaign.failfast``).
     """
     watch = Watch(kind.objective(study, verbose), echo=on_trial is None)  # fail fast: core.campaign.failfast
-    objective = watch if kind.sampled else _queued_only(watch)
+    started: list[int] = []  # numbers of the trials this worker started
+    objective = _noting_start(watch if kind.sampled else _queued_only(watch), started)
     ran = 0
     with stops_as_interrupt(), _quiet_interrupts(), one_line_per_failure():
+        beat(f"working on {study.study_name}")  # ready: the campaign is loaded
         while max_trials is None or ran < max_trials:
             raise_if_stopped(study)  # another worker found that every trial fails
             tidy(study)
             if kind.has_work(study):
-                study.optimize(objective, n_trials=1, catch=(Exception,),
-                               callbacks=[on_trial] if on_trial is not None else None)
+                try:
+                    study.optimize(objective, n_trials=1, catch=(Exception,),
+                                   callbacks=[on_trial] if on_trial is not None else None)
+                except Stopped as e:
+                    if e.signum != signal.SIGINT and started:  # stopped by the platform, not by the user
+                        retry_interrupted(study, started[-1])
+                    raise
                 ran += 1
+                beat(f"trial {started[-1] if started else '?'} of {study.study_name} ended")
                 if (failure := watch.verdict()) is not None:
                     tidy(study)
                     stop(study, failure)
             elif study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                beat(f"waiting for other workers' trials of {study.study_name}")
                 time.sleep(POLL_S)  # another worker's trial: wait for it to end or turn stale
             else:
                 break
         tidy(study)
     return ran
+
+
+def retry_interrupted(study: optuna.Study, number: int) -> bool:
+    """Queues a retry of trial ``number`` if a stop failed it, as the heartbeat does for a lost trial.
+
+    SIGTERM and SIGHUP come from the platform (a pod evicted or scaled away, a container
+    stopped): the campaign goes on, and another worker takes the retry at once instead of after
+    a new invocation. Ctrl-C is the user stopping the campaign: its trial is only failed, and
+    running the command again queues it. Returns whether a retry was queued.
+    """
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    if trial is None or trial.state != TrialState.FAIL:
+        return False
+    return adapters.queue_retry(study, trial, MAX_RETRY)
+
+
+def _noting_start(objective: Objective, started: list[int]) -> Objective:
+    """``objective``, appending each trial's number to ``started`` and beating as it starts."""
+
+    def run(trial: optuna.Trial) -> float | Sequence[float]:
+        started.append(trial.number)
+        beat(f"trial {trial.number} of {trial.study.study_name} started")
+        return objective(trial)
+
+    return run
 
 
 def _queued_only(objective: Objective) -> Objective:

@@ -44,6 +44,7 @@ from core.campaign import (
     require_parent,
     tally,
 )
+from core.campaign.liveness import epoch_beats
 from core.errors import AblateError, SpecError
 from core.spec import check_buildable
 from core.study.space import StudyDef
@@ -254,7 +255,8 @@ class StudyObjective:
             tags["retry_of"] = str(retried)
         reporter = PruningCallback(trial, self.plan.report_metric) if self.plan.report_metric else None
         outcome = run_spec(spec, experiment=self.plan.name, parent_run_id=self.parent, tags=tags,
-                           callbacks=[reporter] if reporter else [], split=self._split(spec),
+                           callbacks=[*([reporter] if reporter else []), *epoch_beats(trial.number)],
+                           split=self._split(spec),
                            run_name=f"{self.plan.name} #{trial.number}", verbose=self.verbose,
                            on_start=remember_run(trial))
         trial.set_user_attr("epochs", outcome.result.epochs_run)
