@@ -187,7 +187,7 @@ CLI_CASES = [
     (["study", "run", "{study}", "--trials", "2.5"], r"--trials: expected a whole number >= 1, got '2\.5'"),
     (["study", "run", "{study}", "--workers", "-1"], r"--workers: expected a whole number >= 0"),
     (["study", "run", "{study}", "--workers", "100000"], r"--workers: 100000 worker processes.*at most \d+"),
-    (["ablation", "run", "{ablation}", "--workers", "0"], r"--workers: expected a whole number >= 1"),
+    (["ablation", "run", "{ablation}", "--workers", "-1"], r"--workers: expected a whole number >= 0"),
     (["ablation", "run", "{ablation}", "--seeds", "0"], r"--seeds: expected a whole number >= 1"),
     (["ablation", "plan", "{ablation}", "--until-decided", "--max-seeds", "-2"], r"--max-seeds: expected"),
     (["worker", "--study", "x", "--max-trials", "0"], r"--max-trials: expected a whole number >= 1"),

@@ -25,18 +25,22 @@ from core.ablation.runner import (
 from core.campaign import Launch, end_parent, note_failure, reconcile, resumable, run_round
 from core.errors import AblateError, DataError, SpecError
 from core.sequential import SequentialDesign, decide, next_seed_count
-from core.storage import open_storage, resolve_storage_url
+from core.storage import open_storage, redact, resolve_storage_url
 
 
 def run_ablation(ab: Ablation, storage_url: str | None = None, workers: int = 1, report_dir: str | None = None,
                  tracking_uri: str | None = None) -> str:
     """Runs every missing (arm, seed) of ``ab`` (in rounds for a sequential design); returns the parent run id.
 
+    ``workers=0`` only queues them (``queue_only``).
+
     Raises:
         DataError: an arm's data file is unusable (checked before anything is queued or created).
         TrialsFailed: trials failed for a reason that fails every trial; the parent run ends FAILED.
         AblateError: no run completed; the parent run ends FAILED and no report is written.
     """
+    if workers == 0:
+        return queue_only(ab, storage_url, tracking_uri)
     check_data(ab)
     check_arms(ab)
     launch = Launch(resolve_storage_url(storage_url), workers, tracking_uri)
@@ -51,6 +55,35 @@ def run_ablation(ab: Ablation, storage_url: str | None = None, workers: int = 1,
             _run_pairs(study, ab, all_pairs(ab), launch)
     reconcile(study)
     _finish(study, ab, parent, report_dir, tracking_uri)
+    return parent
+
+
+def queue_only(ab: Ablation, storage_url: str | None = None, tracking_uri: str | None = None) -> str:
+    """``--workers 0``: the queue, the parent run and every missing (arm, seed) queued; nothing runs here.
+
+    ``ablate worker`` processes anywhere (a Kubernetes worker Job) take the runs; the same command
+    with ``--workers 1`` afterwards finds them done and writes the report. Call ``tracking.setup``
+    first. Returns the parent run id.
+
+    Raises:
+        AblateError: a sequential design (its rounds are decided here, between rounds).
+        DataError, SpecError: as ``run_ablation``, before anything is queued.
+    """
+    if ab.sequential is not None:
+        raise AblateError(f"ablation '{ab.name}': --workers 0 queues a fixed design, but this one is sequential "
+                          f"(seeds in rounds, decided between rounds by the running command); run it with "
+                          f"--workers N, or give --seeds N for a fixed design.")
+    check_data(ab)
+    check_arms(ab)
+    url = resolve_storage_url(storage_url)
+    study, parent, queued = prepare(ab, open_storage(url))
+    c = counts(study, ab)
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    print(f"ablation '{ab.name}': {len(ab.arms)} arms x {len(ab.seeds)} seeds = {c.total} runs; {c.complete} "
+          f"finished, {queued} queued now; parent run {parent}")
+    print(f"add workers (on any machine that reaches both stores) with:\n  ablate worker --study {study.study_name} "
+          f"--storage {redact(url)} --tracking-uri {redact(uri)}")
+    print("when they are done, run this command again with --workers 1: it writes the report and ends the parent run")
     return parent
 
 

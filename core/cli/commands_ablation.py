@@ -18,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--screening", action="store_true",
                    help="run even if the design cannot reach a verdict; the report is labelled screening")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under mlruns/)")
-    p.add_argument("--workers", type=T.positive_workers, default=1,
-                   help="worker processes (default: 1, in this process)")
+    p.add_argument("--workers", type=T.workers, default=1,
+                   help="worker processes (default: 1, in this process; 0: queue the runs only, for "
+                        "`ablate worker`s elsewhere)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
     p.add_argument("--offline-ok", action="store_true", help="if the tracking server is unreachable, log locally")
     p.add_argument("--report-dir", default=None, help="where to write the report (default: reports/NAME)")
@@ -53,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-trials", type=T.positive_int, default=None)
     p.add_argument("--offline-ok", action="store_true", help="if the tracking server is unreachable, log locally")
     p.add_argument("--quiet", action="store_true", help="no Keras progress output")
+    p.add_argument("--heartbeat-file", default=None, metavar="PATH",
+                   help="rewrite PATH at every epoch and trial, for liveness and readiness probes (Kubernetes); "
+                        "removed when the worker stops")
     p.set_defaults(func=cmd_worker)
 
 
@@ -137,6 +141,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     tracking.setup(args.tracking_uri, offline_ok=args.offline_ok)
     ran = work_on(args.study, args.storage, kinds=[ARMS, study_trials()], max_trials=args.max_trials,
-                  verbose=0 if args.quiet else 2)
+                  verbose=0 if args.quiet else 2, heartbeat_file=args.heartbeat_file)
     print(f"worker: ran {ran} trial(s); no queued work left")
     return 0

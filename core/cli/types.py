@@ -61,13 +61,8 @@ def positive_float(text: str) -> float:
 
 
 def workers(text: str) -> int:
-    """Worker processes, 0 or more (a study's 0: create it only), at most ``core.memory.max_workers()``."""
+    """Worker processes, 0 or more (0: create the campaign only), at most ``core.memory.max_workers()``."""
     return _bounded_workers(non_negative_int(text))
-
-
-def positive_workers(text: str) -> int:
-    """Worker processes, 1 or more, at most ``core.memory.max_workers()``."""
-    return _bounded_workers(positive_int(text))
 
 
 def _bounded_workers(n: int) -> int:
