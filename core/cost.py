@@ -1,6 +1,6 @@
 """Cost figures for the ablation table: FLOPs per image (from TensorFlow's profiler).
 
-Counting traces, freezes and profiles the model: a few seconds, the same for every run of one
+Counting traces and profiles the model: up to a second or two, the same for every run of one
 architecture. So a count is cached by the caller's ``key`` (the spec's model section) in this
 process, and on disk (``$ABLATE_CACHE``, default ``~/.cache/ablate/flops.json``) for the next
 process: an ablation's seeds, and the arms of every later campaign, count once.
@@ -28,7 +28,7 @@ def cache_file() -> Path:
 def flops_per_image(model: keras.Model, key: str | None = None) -> float:
     """Floating-point operations of one forward pass on one image (multiply-add = 2).
 
-    Counted by TensorFlow's graph profiler on the frozen inference graph; NaN if the
+    Counted by TensorFlow's graph profiler on the traced inference graph; NaN if the
     profiler cannot count this model. With ``key`` (what fixes the architecture), a count is
     cached in this process and on disk.
     """
@@ -65,17 +65,17 @@ def _write_cache(digest: str, flops: float) -> None:
 
 
 def _count(model: keras.Model) -> float:
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
+    """Profiles the traced inference graph as it is: the weights' shapes are all the counter
+    needs, so the graph is not frozen first (freezing copied every weight into a constant and took
+    over half the time; the counts of every preset were the same to the FLOP)."""
     shape = (1, *model.input_shape[1:])
     fn = tf.function(lambda x: model(x, training=False))
     try:
-        concrete = fn.get_concrete_function(tf.TensorSpec(shape, tf.float32))
-        frozen = convert_variables_to_constants_v2(concrete)
+        graph = fn.get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
         opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
         opts["output"] = "none"
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            info = tf.compat.v1.profiler.profile(graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op",
+            info = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op",
                                                  options=opts)
         return float(info.total_float_ops)
     except Exception:  # noqa: BLE001 - cost figures are best effort, never fail a run

@@ -72,22 +72,31 @@ def log_per_image(frame: pd.DataFrame) -> None:
         tracking.log_artifact(path)
 
 
-def summarize(model: keras.Model, split: Split, result: FitResult, flops_key: str | None = None) -> dict[str, float]:
-    """Validation figures of the best epoch, plus cost figures.
+def best_pass(model: keras.Model, split: Split, result: FitResult) -> float:
+    """The best epoch's validation figures: sets ``result.extras["confusion"]`` (C, C) and
+    ``["per_image"]`` (see :func:`per_image_frame`); returns the seconds per image of that pass.
 
-    The confusion matrix, per-image IoUs (``result.extras["per_image"]``, see
-    :func:`per_image_frame`) and latency come from the best epoch's validation pass as it ran
-    (``core.train.ValidationRecord``): no second pass over the validation set. A fit without
-    that record (no validation epoch finished) falls back to one timed prediction pass.
-    ``flops_key`` names the architecture, so FLOPs are counted once per architecture.
+    They come from the best epoch's validation pass as it ran (``core.train.ValidationRecord``):
+    no second pass over the validation set. A fit without that record (no validation epoch
+    finished) falls back to one timed prediction pass.
     """
     confusions = result.extras.get("confusions")
     if confusions is None or len(confusions) != len(split.x_val):
         confusions, latency = _prediction_pass(model, split)
     else:
         latency = result.extras["val_seconds_per_image"]
-    cm = confusions.sum(axis=0)
-    miou, per_class = iou_from_confusion(cm)
+    result.extras["confusion"] = confusions.sum(axis=0)
+    result.extras["per_image"] = per_image_frame(split.val_index, iou_from_image_confusions(confusions))
+    return latency
+
+
+def summarize(model: keras.Model, split: Split, result: FitResult, flops_key: str | None = None) -> dict[str, float]:
+    """Validation figures of the best epoch (:func:`best_pass`), plus cost figures.
+
+    ``flops_key`` names the architecture, so FLOPs are counted once per architecture.
+    """
+    latency = best_pass(model, split, result)
+    miou, per_class = iou_from_confusion(result.extras["confusion"])
     summary = {"best_val_miou": miou, "best_epoch": float(result.best_epoch + 1)}
     for k, v in per_class.items():
         summary[f"best_val_iou_{CLASS_NAMES[k]}"] = v
@@ -95,8 +104,6 @@ def summarize(model: keras.Model, split: Split, result: FitResult, flops_key: st
                    epochs_run=float(result.epochs_run),
                    latency_ms_per_image=1000 * latency,
                    flops_per_image=flops_per_image(model, key=flops_key))
-    result.extras["confusion"] = cm
-    result.extras["per_image"] = per_image_frame(split.val_index, iou_from_image_confusions(confusions))
     return summary
 
 
@@ -138,12 +145,14 @@ def run_spec(
         logger = tracking.MlflowLogger(images, masks, spec.tracking.mask_every)
         result = fit(spec, split, [logger, *callbacks], verbose=verbose)
         with tracking.model_saved_alongside(result.model, enabled=spec.tracking.log_model):
+            # The slowest figure first: it renders on the delivery thread while the rest goes on here.
+            best_pass(result.model, split, result)
+            confusion = result.extras["confusion"]
+            tracking.log_figure(lambda: tracking.confusion_figure(confusion), "confusion_matrix.png")
             # the final grid: the best epoch's validation pass, whose weights the model was restored to
             final_pred = logger.log_masks(result.epochs_run, result.extras.get("sample_pred"))
             tracking.log_sample_predictions(images, masks, final_pred)
             summary = summarize(result.model, split, result, flops_key=json.dumps(spec.model, sort_keys=True))
             tracking.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
-            confusion = result.extras["confusion"]
-            tracking.log_figure(lambda: tracking.confusion_figure(confusion), "confusion_matrix.png")
             log_per_image(result.extras["per_image"])
         return RunOutcome(run.info.run_id, result, summary)
