@@ -150,22 +150,30 @@ def compile_model(spec: Spec, split: Split, steps_per_epoch: int,
 
 
 class BestWeights(keras.callbacks.Callback):
-    """Keeps the weights of the best val mIoU epoch and restores them when training ends."""
+    """Keeps the weights of the best val mIoU epoch and restores them when training ends.
+
+    The weights are copied at a new best epoch only if more epochs may follow; when the best
+    epoch is the last one run, the model already holds its weights and nothing is copied back
+    (a one-epoch trial pays neither copy).
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.best = -math.inf
         self.best_epoch = -1
+        self.last_epoch = -1
         self.weights: list[np.ndarray] | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.last_epoch = epoch
         value = (logs or {}).get("val_miou", -math.inf)
         if value is not None and value > self.best:
             self.best, self.best_epoch = float(value), epoch
-            self.weights = self.model.get_weights()
+            final = epoch + 1 >= int(self.params.get("epochs") or 0)  # the planned last epoch
+            self.weights = None if final else self.model.get_weights()
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self.weights is not None:
+        if self.weights is not None and self.best_epoch != self.last_epoch:
             self.model.set_weights(self.weights)
 
 

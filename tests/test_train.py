@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -77,3 +78,39 @@ def test_every_speed_switch_builds_and_trains_to_a_finite_loss(synth_npz: Path, 
     assert np.isfinite(result.best["val_miou"])
     assert policy == ("mixed_float16" if spec.train.mixed_precision else "float32")
     assert bool(result.model.jit_compile) is spec.train.jit_compile
+
+
+def _epochs(scores: list[float], planned: int) -> tuple[list[np.ndarray], list[np.ndarray], Any]:
+    """Runs ``BestWeights`` over epochs with these val mIoUs, the model's weights changing each epoch;
+    returns the weights at each epoch's end, the model's weights after training, and the callback."""
+    from core.train import BestWeights
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    callback = BestWeights()
+    callback.set_model(model)
+    callback.set_params({"epochs": planned})
+    seen = []
+    for epoch, score in enumerate(scores):
+        model.set_weights([w + epoch + 1 for w in model.get_weights()])  # what the epoch's training did
+        seen.append(model.get_weights()[0].copy())
+        callback.on_epoch_end(epoch, {"val_miou": score})
+    callback.on_train_end()
+    return seen, model.get_weights(), callback
+
+
+@pytest.mark.parametrize(("scores", "planned", "best"), [
+    ([0.5, 0.4, 0.3], 3, 0),  # a worse last epoch: the best one's weights come back
+    ([0.5, 0.7, 0.6], 3, 1),
+    ([0.5, 0.6, 0.9], 3, 2),  # the best is the planned last epoch: kept as trained, never copied
+    ([0.5, 0.6], 5, 1),  # stopped early right after a new best
+    ([0.2], 1, 0),  # a one-epoch trial
+])
+def test_best_weights_restores_the_best_epoch(scores: list[float], planned: int, best: int) -> None:
+    seen, final, callback = _epochs(scores, planned)
+    assert callback.best_epoch == best
+    np.testing.assert_array_equal(final[0], seen[best])
+
+
+def test_best_weights_copies_nothing_when_the_best_epoch_is_the_planned_last() -> None:
+    _, _, callback = _epochs([0.5, 0.6, 0.9], 3)
+    assert callback.weights is None
