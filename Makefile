@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO_DATA := data/synthetic_mars.npz
 
-.PHONY: setup demo test test-fast bench bench-gpu bench-quality lint ui clean-runs team-demo manifest
+.PHONY: setup demo test test-fast bench bench-gpu bench-quality bench-storage lint ui clean-runs team-demo manifest
 
 setup: $(STAMP)
 
@@ -48,6 +48,13 @@ bench-gpu: $(STAMP)
 # data: best val mIoU, per-class IoU, s/epoch (hours on a CPU; results written after each model).
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
+
+# Not in `make bench`. How many workers one PostgreSQL serves: no-op trials from 1, 2, 4, 8 and 16
+# processes against fresh databases on the local server (trials/s, SQL statements per trial and per
+# reported value, connections per worker), and MLflow requests per epoch of a run (~4 min on 2 cores).
+bench-storage: $(STAMP)
+	$(BIN)/python benchmarks/storage_scale.py
+	$(BIN)/python benchmarks/tracking_requests.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check core tests benchmarks

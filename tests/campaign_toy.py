@@ -40,14 +40,13 @@ def objective(study: optuna.Study, verbose: int) -> Callable[[optuna.Trial], flo
         x = int(trial.user_attrs["x"])
         trial.set_user_attr("pid", os.getpid())
         run_id = client.create_run(experiment, tags={PARENT_TAG: parent, **child_tags(trial)}).info.run_id
-        remember_run(trial)(run_id)
-        if x == STUCK:
-            try:
-                while not os.path.exists(os.environ["TOY_RELEASE"]):
-                    time.sleep(0.05)
-            except KeyboardInterrupt:
-                client.set_terminated(run_id, "KILLED")
-                raise
+        try:
+            remember_run(trial)(run_id)
+            while x == STUCK and not os.path.exists(os.environ["TOY_RELEASE"]):
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            client.set_terminated(run_id, "KILLED")
+            raise
         if x == 99:
             client.set_terminated(run_id, "KILLED")
             raise KeyboardInterrupt("toy interrupt")

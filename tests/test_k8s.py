@@ -343,6 +343,12 @@ def _state_of(study: Any, x: int) -> list[str]:
     return [t.state.name for t in study.get_trials() if t.user_attrs.get("x") == x]
 
 
+def _running_with_its_run(study: Any, x: int) -> bool:
+    """The trial of ``x`` RUNNING and its MLflow run started (a stop from now on ends that run)."""
+    return any(t.state.name == "RUNNING" and t.user_attrs.get("mlflow_run_id") for t in study.get_trials()
+               if t.user_attrs.get("x") == x)
+
+
 def test_heartbeat_is_rewritten_while_working_and_goes_stale_when_a_trial_hangs(
         rendered: list[dict[str, Any]], toy_queue: Callable[..., Any], tmp_path: Path) -> None:
     study, storage, uri = toy_queue("beats", 1, 2, STUCK)
@@ -380,7 +386,7 @@ def test_sigterm_ends_the_run_killed_and_another_worker_takes_the_retry(
     study, storage, uri = toy_queue("evicted", STUCK)
     evicted = start_toy_worker("evicted", storage, uri, tmp_path, "evicted")
     try:
-        wait_until(lambda: _state_of(study, STUCK) == ["RUNNING"], "the trial to start")
+        wait_until(lambda: _running_with_its_run(study, STUCK), "the trial's run to start")
         evicted.send_signal(signal.SIGTERM)  # what the kubelet sends a pod it evicts
         assert evicted.wait(timeout=60) == 128 + signal.SIGTERM, (tmp_path / "evicted.log").read_text()
     finally:
