@@ -473,6 +473,34 @@ def test_ablation_run_with_no_workers_queues_every_run_and_runs_none(
         mlflow.set_tracking_uri(before)
 
 
+def test_an_ablation_queues_its_runs_before_workers_can_see_its_parent(tmp_path: Path, synth_npz: Path) -> None:
+    """A worker Job starts beside the campaign Job: a worker needs the parent run, so once the
+    parent is on the study every run must already be queued (or the worker finds nothing and exits 0)."""
+    import mlflow
+    from optuna.storages import RDBStorage
+
+    from core.ablation.design import load_ablation
+    from core.ablation.runner import prepare
+    from core.campaign import PARENT
+
+    queued_then: list[int] = []  # trials in the storage when the parent run is set on the study
+
+    class Recording(RDBStorage):  # a real SQLite storage that looks at the queue when the parent is set
+        def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+            if key == PARENT:
+                queued_then.append(len(self.get_all_trials(study_id, deepcopy=False)))
+            super().set_study_user_attr(study_id, key, value)
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        ab = load_ablation(str(_ablation(tmp_path, synth_npz)), overrides=[f"data.path={synth_npz}"])
+        _, _, queued = prepare(ab, Recording(f"sqlite:///{tmp_path / 'optuna.db'}"))
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert queued == 6 and queued_then == [6]
+
+
 def test_a_sequential_ablation_cannot_be_only_queued(tmp_path: Path, synth_npz: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     path = _ablation(tmp_path, synth_npz)

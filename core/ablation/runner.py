@@ -84,17 +84,23 @@ def arms_payload(ab: Ablation) -> dict[str, Any]:
 
 
 def prepare(ab: Ablation, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, str, int]:
-    """Creates or resumes the queue and the MLflow parent run; returns (study, parent id, queued)."""
+    """Creates or resumes the queue and the MLflow parent run; returns (study, parent id, queued).
+
+    A fixed design's runs are queued before the parent run is set on the study: a worker needs
+    the parent to start, so a worker started while the campaign is being created (a Kubernetes
+    worker Job beside the campaign Job) never finds a parent and an empty queue, and exits early.
+    """
     study = open_queue(study_name(ab.name), storage, KIND)
     payload = arms_payload(ab)
     study.set_user_attr(PAYLOAD, payload)
+    reconcile(study)
+    queued = 0 if ab.sequential is not None else enqueue_missing(study, ab)
     parent = ensure_parent(study, ParentRun(
         ab.name, tags={"ablation": ab.name, "design": ab.design},
         params={"seeds": ",".join(map(str, ab.seeds)), "arms": len(ab.arms)},
         files={"ablation.json": json.dumps(payload, indent=2)}))
     dashboard_note(study, ab, ["(no verdicts yet: the ablation is running)"])
-    reconcile(study)
-    return study, parent, 0 if ab.sequential is not None else enqueue_missing(study, ab)
+    return study, parent, queued
 
 
 def dashboard_note(study: optuna.Study, ab: Ablation, lines: list[str]) -> None:
