@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 from campaign_toy import STUCK
-from helpers import ROOT, assert_clean_failure, cli_in_process, in_ci
+from helpers import ROOT, ablate_command, assert_clean_failure, cli_in_process, in_ci
 
 K8S = ROOT / "deploy/k8s"
 K8S_VERSION = "1.32.0"  # the schemas validated against (kubernetes-validate bundles them); Indexed Jobs scale from 1.27
@@ -523,9 +523,10 @@ def test_a_training_worker_beats_at_every_epoch(tmp_path: Path, synth_npz: Path)
     path = td.write_ablation(tmp_path, "beats", seeds=1, epochs=3)
     name = td.queue_ablation(path, [*td.TINY, "data.limit=64", f"data.path={synth_npz}"], storage, uri)
     heartbeat = tmp_path / "heartbeat"
-    worker = subprocess.Popen([*_ablate(), "worker", "--study", name, "--storage", storage, "--tracking-uri", uri,
-                               "--quiet", "--heartbeat-file", str(heartbeat), "--max-trials", "1"],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen([*ablate_command(), "worker", "--study", name, "--storage", storage, "--tracking-uri",
+                               uri, "--quiet", "--heartbeat-file", str(heartbeat), "--max-trials", "1"],
+                              cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     seen: set[str] = set()
     while worker.poll() is None:
@@ -534,12 +535,7 @@ def test_a_training_worker_beats_at_every_epoch(tmp_path: Path, synth_npz: Path)
         except (OSError, IndexError):
             pass
         time.sleep(0.05)
-    assert worker.returncode == 0, worker.stdout.read()[-3000:]
+    assert worker.returncode == 0, log.read_text()[-3000:]
     assert {f"epoch {n} of trial 0 done" for n in (1, 2, 3)} <= seen, seen
     assert "trial 0 of ablation.beats started" in seen
 
-
-def _ablate() -> list[str]:
-    from helpers import ablate_command
-
-    return ablate_command()
