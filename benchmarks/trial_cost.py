@@ -7,7 +7,9 @@ both sides):
   learning rate, no pruning) run in this process by ``run_study(workers=1)``, exactly as a worker
   runs them: Optuna's storage (SQLite), sampling, the build checks, the MLflow run with per-epoch
   metrics, the mask grid, confusion matrix and per-image record, the saved model and the trial's
-  bookkeeping. A trial's time is Optuna's own (start to completion).
+  bookkeeping. A trial's time is its slot in the worker's loop: from the previous trial's
+  completion to its own (the first: from its start), so the worker's work between trials (the
+  queue's tidy-up, the budget check, sampling) counts too.
 - bare: each completed trial's spec, rebuilt from its parameters, trained by ``bare_fit`` (build,
   compile and ``model.fit`` with validation, no callbacks, no tracking) on the same split.
 
@@ -101,8 +103,12 @@ def tracked(folder: Path, data: Path, args: argparse.Namespace, name: str):  # t
     trials = study.get_trials(deepcopy=False)
     if len(FIT_S) - first != len(trials) or any(t.state.name != "COMPLETE" for t in trials):
         sys.exit("trial_cost.py: every trial must complete with one fit (no pruning, no failure); see the study")
-    fits = dict(zip((str(t.number) for t in sorted(trials, key=lambda t: t.number)), FIT_S[first:], strict=True))
-    seconds = {str(t.number): (t.datetime_complete - t.datetime_start).total_seconds() for t in trials}
+    ordered = sorted(trials, key=lambda t: t.number)
+    fits = dict(zip((str(t.number) for t in ordered), FIT_S[first:], strict=True))
+    seconds, previous = {}, ordered[0].datetime_start
+    for t in ordered:  # the worker's loop between trials counts towards the next trial
+        seconds[str(t.number)] = (t.datetime_complete - previous).total_seconds()
+        previous = t.datetime_complete
     return seconds, fits, study, plan
 
 
