@@ -10,26 +10,30 @@ import numpy as np
 
 from core import resilience
 from core.tracking import _as_float, log_metrics, mask_grid
-from core.train import recorded_samples
+from core.train import masks_at, recorded_masks
 
 
 class MlflowLogger(keras.callbacks.Callback):
     """Logs every epoch's metrics and, every ``mask_every`` epochs, the mask grid."""
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, mask_every: int) -> None:
+    def __init__(self, images: np.ndarray, masks: np.ndarray, mask_every: int,
+                 positions: np.ndarray | None = None) -> None:
+        """``positions``: the images' positions in the validation set, to read their masks from the pass."""
         super().__init__()
         self.images, self.masks, self.mask_every = images, masks, mask_every
+        self.positions = positions if positions is not None else np.empty(0, int)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         metrics = {k: float(v) for k, v in (logs or {}).items() if np.isfinite(_as_float(v))}
         log_metrics(metrics, step=epoch)
         if self.mask_every and (epoch + 1) % self.mask_every == 0:
-            self.log_masks(epoch, recorded_samples(self.model, logs))
+            pred = masks_at(recorded_masks(self.model, logs), self.positions) if len(self.positions) else None
+            self.log_masks(epoch, pred)
 
     def log_masks(self, step: int, pred: np.ndarray | None = None) -> np.ndarray:
         """Logs the grid of the fixed images' predicted masks ``pred`` (k, H, W), and returns them.
 
-        ``pred`` comes from the validation pass (``core.train.recorded_samples``: no extra forward
+        ``pred`` comes from the validation pass (``core.train.recorded_masks``: no extra forward
         pass); without it the model predicts the images in one eager call. The grid is rendered
         and encoded on the delivery thread, off the training loop.
         """

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from core.scoring import (  # noqa: F401  (re-exported: the NumPy side of the same rule)
@@ -33,15 +34,17 @@ class MeanIoU(keras.metrics.Metric):
     second pass over the validation set after training (``core.train.ValidationRecord``).
 
     With ``sample_positions`` (and ``sample_shape``, the masks' height and width) it also keeps
-    the predicted mask of the images at those positions of the pass (``samples``, shape (k, H, W)):
-    the epoch's mask grid and the run's final grid come from the validation pass itself, with no
-    extra forward pass of the model (an eager call costs about 0.4 s on a CPU, per grid).
+    the predicted mask of the images at those positions of the pass (``samples``, shape
+    (k + 1, H, W); row k takes the masks of other positions and is never read; see
+    ``kept_masks``): the epoch's mask grid, the run's final grid and the report's image figures
+    come from the validation pass itself, with no extra forward pass of the model (an eager call
+    costs about 0.4 s on a CPU per grid, and reloading a run's model for the report about 2 s).
 
     Args:
         class_id: None for the mean over classes 1-4, or k to report class k's IoU.
         num_classes: labels including the ignored label 0.
         record_images: images whose counts are kept per pass (0: none).
-        sample_positions: positions in the pass whose predicted masks are kept (needs ``record_images``).
+        sample_positions: positions (< ``record_images``) in the pass whose predicted masks are kept.
         sample_shape: (height, width) of a mask, with ``sample_positions``.
     """
 
@@ -64,8 +67,16 @@ class MeanIoU(keras.metrics.Metric):
         if self.sample_positions:
             if not self.record_images or self.sample_shape is None or len(self.sample_shape) != 2:
                 raise ValueError("MeanIoU(sample_positions=...) needs record_images > 0 and sample_shape=(H, W)")
-            self.samples = self.add_variable(shape=(len(self.sample_positions), *self.sample_shape),
-                                             initializer="zeros", name="samples", dtype="int32")
+            if len(set(self.sample_positions)) != len(self.sample_positions) or not all(
+                    0 <= i < self.record_images for i in self.sample_positions):
+                raise ValueError("MeanIoU(sample_positions=...) must be distinct positions in "
+                                 f"0..{self.record_images - 1}")
+            k = len(self.sample_positions)
+            slot_of = np.full(self.record_images + 1, k, dtype=np.int32)  # position -> row; others -> row k
+            slot_of[list(self.sample_positions)] = np.arange(k, dtype=np.int32)
+            self._slot_of = slot_of
+            self.samples = self.add_variable(shape=(k + 1, *self.sample_shape), initializer="zeros",
+                                             name="samples", dtype="int32")
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         batch = ops.shape(y_true)[0]
@@ -94,11 +105,18 @@ class MeanIoU(keras.metrics.Metric):
         self.seen.assign_add(ops.cast(batch, "int32"))
 
     def _keep_samples(self, batch: Any, masks: Any) -> None:
-        """Copies the predicted masks of the sample positions that fall in this batch."""
-        local = ops.convert_to_tensor(self.sample_positions, dtype="int32") - self.seen
-        inside = ops.logical_and(local >= 0, local < batch)
-        taken = ops.take(masks, ops.clip(local, 0, batch - 1), axis=0)
-        self.samples.assign(ops.where(inside[:, None, None], taken, self.samples))
+        """Writes each image's predicted mask to its row (the spare row k if its position is not kept).
+
+        One scatter of the batch's masks (static shapes: valid under XLA): positions past N
+        (a training pass, longer than the validation set) land in the spare row too.
+        """
+        position = ops.minimum(self.seen + ops.arange(batch, dtype="int32"), self.record_images)
+        rows = ops.take(ops.convert_to_tensor(self._slot_of, dtype="int32"), position)
+        self.samples.assign(ops.scatter_update(self.samples, ops.expand_dims(rows, 1), masks))
+
+    def kept_masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, masks): the kept positions and their predicted masks (k, H, W) uint8 of this pass."""
+        return np.asarray(self.sample_positions), self.samples.numpy()[:-1].astype(np.uint8)
 
     def result(self) -> Any:
         cm = self.cm[1:]

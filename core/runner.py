@@ -26,7 +26,7 @@ from core.scoring import (
     per_image_miou,
 )
 from core.spec import Spec, check_buildable
-from core.train import FitResult, Split, fit, load_data, predict_masks, sample_index
+from core.train import FitResult, Split, fit, load_data, masks_at, predict_masks, sample_index
 
 PER_IMAGE_ARTIFACT = "per_image.parquet"  # per-image validation IoU of the restored best model
 
@@ -40,10 +40,11 @@ class RunOutcome:
     summary: dict[str, float]
 
 
-def mask_sample(split: Split, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed set of validation images (evenly spaced, so the same for every variant)."""
+def mask_sample(split: Split, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A fixed set of validation images (evenly spaced, so the same for every variant): images,
+    masks and their positions in the validation set."""
     idx = sample_index(len(split.x_val), n)
-    return split.x_val[idx], split.y_val[idx]
+    return split.x_val[idx], split.y_val[idx], idx
 
 
 def per_image_frame(index: np.ndarray, ious: np.ndarray) -> pd.DataFrame:
@@ -141,8 +142,8 @@ def run_spec(
     with tracking.tracked_run(spec, experiment, run_name, parent_run_id, all_tags) as run:
         if on_start is not None:
             on_start(run.info.run_id)
-        images, masks = mask_sample(split, spec.tracking.mask_images)
-        logger = tracking.MlflowLogger(images, masks, spec.tracking.mask_every)
+        images, masks, positions = mask_sample(split, spec.tracking.mask_images)
+        logger = tracking.MlflowLogger(images, masks, spec.tracking.mask_every, positions)
         result = fit(spec, split, [logger, *callbacks], verbose=verbose)
         with tracking.model_saved_alongside(result.model, enabled=spec.tracking.log_model):
             # The slowest figure first: it renders on the delivery thread while the rest goes on here.
@@ -150,8 +151,12 @@ def run_spec(
             confusion = result.extras["confusion"]
             tracking.log_figure(lambda: tracking.confusion_figure(confusion), "confusion_matrix.png")
             # the final grid: the best epoch's validation pass, whose weights the model was restored to
-            final_pred = logger.log_masks(result.epochs_run, result.extras.get("sample_pred"))
+            kept = result.extras.get("kept_masks")
+            final_pred = logger.log_masks(result.epochs_run, masks_at(kept, positions))
             tracking.log_sample_predictions(images, masks, final_pred)
+            every = masks_at(kept, range(len(split.x_val)))
+            if every is not None:  # the report's image figures read them instead of reloading the model
+                tracking.log_validation_predictions(split.val_index, every)
             summary = summarize(result.model, split, result, flops_key=json.dumps(spec.model, sort_keys=True))
             tracking.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
             log_per_image(result.extras["per_image"])

@@ -321,6 +321,21 @@ def log_sample_predictions(images: np.ndarray, truth: np.ndarray, pred: np.ndarr
         log_artifact(path, str(Path(SAMPLE_ARTIFACT).parent))
 
 
+VALIDATION_ARTIFACT = "predictions/val.npz"
+
+
+def log_validation_predictions(index: np.ndarray, pred: np.ndarray) -> None:
+    """Every validation image's predicted mask at the best epoch (``pred`` (N, H, W) uint8) with
+    its index in the loaded data (``index``): the report's image figures read them from here."""
+    def write(folder: str) -> Path:
+        path = Path(folder) / Path(VALIDATION_ARTIFACT).name
+        np.savez_compressed(path, index=np.asarray(index, np.int64), pred=np.asarray(pred, np.uint8))
+        return path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log_artifact(write(tmp), str(Path(VALIDATION_ARTIFACT).parent))
+
+
 def _as_float(v: Any) -> float:
     try:
         return float(v)

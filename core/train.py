@@ -75,7 +75,7 @@ def load_data(spec: Spec, data: MarsData | None = None) -> Split:
     """Loads the spec's data (or the synthetic default) and splits it by the spec's seed."""
     if data is None:
         path = spec.data.path or str(default_data_path())
-        data = _shared_data(path, spec.data.limit)
+        data = shared_data(path, spec.data.limit)
     images, masks, groups = data.images, data.masks, data.groups
     keep = np.arange(len(masks), dtype=np.int64)  # index in the loaded data of each kept pair
     if spec.data.clean:
@@ -92,7 +92,7 @@ def load_data(spec: Spec, data: MarsData | None = None) -> Split:
 _DATA: dict[tuple[str, str, int | None], MarsData] = {}  # the data set this process's runs share
 
 
-def _shared_data(path: str, limit: int | None) -> MarsData:
+def shared_data(path: str, limit: int | None) -> MarsData:
     """The loaded data, kept for the next run of this process (a worker's trials, an ablation's
     arms): reading and checking the file costs about a second a run. Keyed by the file's content
     fingerprint, so a rewritten file is read again; one entry, so memory holds one data set. The
@@ -106,6 +106,9 @@ def _shared_data(path: str, limit: int | None) -> MarsData:
         _DATA.clear()
         _DATA[key] = data
     return _DATA[key]
+
+
+KEEP_MASKS_BYTES = 64 * 2**20  # a fit keeps every validation mask of its passes up to this size (int32)
 
 
 def sample_index(n_val: int, n: int) -> np.ndarray:
@@ -124,9 +127,9 @@ def compile_model(spec: Spec, split: Split, steps_per_epoch: int,
     """Builds and compiles the spec's model; returns it with the schedule's callbacks.
 
     With ``record``, the mIoU metric keeps each validation image's confusion counts per pass
-    and the predicted masks of the sample images (``sample_index``, the spec's
-    ``tracking.mask_images``; see ``ValidationRecord``); benchmarks compile without it for a bare
-    Keras baseline.
+    and predicted masks: of every image while they fit in ``KEEP_MASKS_BYTES``, else of the
+    sample images (``sample_index``, the spec's ``tracking.mask_images``); see
+    ``ValidationRecord``. Benchmarks compile without it for a bare Keras baseline.
     """
     if spec.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -142,7 +145,13 @@ def compile_model(spec: Spec, split: Split, steps_per_epoch: int,
     base_lr = float(opt_kwargs.pop("learning_rate", default_lr))  # each optimizer's own default
     lr = schedule.learning_rate(base_lr, spec.train.epochs, steps_per_epoch)
     optimizer = OPTIMIZERS.get(opt_name)(learning_rate=lr, **opt_kwargs)
-    sample = tuple(sample_index(len(split.x_val), spec.tracking.mask_images)) if record else ()
+    n_val, (height, width) = len(split.x_val), split.x_val.shape[1:3]
+    if not record:
+        sample: tuple[int, ...] = ()
+    elif 4 * (n_val + 1) * height * width <= KEEP_MASKS_BYTES:
+        sample = tuple(range(n_val))
+    else:
+        sample = tuple(int(i) for i in sample_index(n_val, spec.tracking.mask_images))
     metrics = segmentation_metrics(record_images=len(split.x_val) if record else 0, sample_positions=sample,
                                    sample_shape=split.x_val.shape[1:3])
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=spec.train.jit_compile)
@@ -184,9 +193,9 @@ class ValidationRecord(keras.callbacks.Callback):
     (``MeanIoU(record_images=N)``, reset before every pass, images in file order). At the best
     epoch (``BestWeights``, which runs first) they are copied, with the pass's wall time per
     image: the run's confusion matrix, per-image IoUs and latency come from the very pass whose
-    val mIoU chose the weights that ``BestWeights`` restores. The predicted masks of the sample
-    images are read every epoch (``samples``: that epoch's grid) and kept at the best epoch
-    (``best_samples``: the run's final grid, the restored model's predictions).
+    val mIoU chose the weights that ``BestWeights`` restores. The pass's kept predicted masks
+    (``recorded_masks``) are read every epoch (``kept``: that epoch's mask grid) and kept at the
+    best epoch (``best_kept``: the run's final grid and logged predictions, the restored model's).
 
     Args:
         best: the ``BestWeights`` callback of the same fit.
@@ -198,8 +207,8 @@ class ValidationRecord(keras.callbacks.Callback):
         self.metric: Any = None  # the compiled recording MeanIoU, found after the first epoch
         self.confusions: np.ndarray | None = None  # (N, C, C) int64 counts of the best epoch's pass
         self.seconds_per_image = math.nan  # the best epoch's validation pass, batched, metrics included
-        self.samples: np.ndarray | None = None  # (k, H, W) uint8 predicted masks of this epoch's pass
-        self.best_samples: np.ndarray | None = None  # the same, at the best epoch
+        self.kept: Kept | None = None  # this epoch's pass: kept positions and their predicted masks
+        self.best_kept: Kept | None = None  # the same, at the best epoch
         self._t0 = self._seconds = 0.0
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -210,10 +219,10 @@ class ValidationRecord(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.metric = self.metric or _miou_metric(self.model)  # Keras builds its metric container lazily
-        self.samples = recorded_samples(self.model, logs)
+        self.kept = recorded_masks(self.model, logs)
         if self.best.best_epoch != epoch:
             return
-        self.best_samples = self.samples
+        self.best_kept = self.kept
         seen = min(int(self.metric.seen.numpy()), self.metric.record_images)
         self.confusions = np.rint(self.metric.images.numpy()[:seen]).astype(np.int64)
         self.seconds_per_image = self._seconds / max(seen, 1)
@@ -264,7 +273,7 @@ def fit(
     epoch = max(best.best_epoch, 0)
     best_values = {k: v[epoch] for k, v in history.items() if k.startswith("val_") and len(v) > epoch}
     extras = {"confusions": record.confusions, "val_seconds_per_image": record.seconds_per_image,
-              "sample_pred": record.best_samples}
+              "kept_masks": record.best_kept}
     return FitResult(model, history, epoch, best_values, model.count_params(), seconds, len(history.get("loss", [])),
                      extras)
 
@@ -282,16 +291,29 @@ def _miou_metric(model: keras.Model) -> Any:
     raise RuntimeError("the compiled model has no recording MeanIoU metric (see compile_model)")
 
 
-def recorded_samples(model: keras.Model, logs: dict[str, Any] | None) -> np.ndarray | None:
-    """The predicted masks (k, H, W) uint8 of the sample images in this epoch's validation pass
-    (``compile_model(record=True)``), or None: no validation pass this epoch, or no record."""
+Kept = tuple[np.ndarray, np.ndarray]  # (positions in the validation pass, their masks (k, H, W) uint8)
+
+
+def recorded_masks(model: keras.Model, logs: dict[str, Any] | None) -> Kept | None:
+    """The predicted masks kept from this epoch's validation pass (``compile_model(record=True)``),
+    or None: no validation pass this epoch, or no record."""
     if "val_loss" not in (logs or {}):
         return None
     try:
         metric = _miou_metric(model)
     except RuntimeError:
         return None
-    return metric.samples.numpy().astype(np.uint8) if metric.sample_positions else None
+    return metric.kept_masks() if metric.sample_positions else None
+
+
+def masks_at(kept: Kept | None, positions: Sequence[int]) -> np.ndarray | None:
+    """The kept masks of ``positions`` (in that order), or None if any of them was not kept."""
+    if kept is None:
+        return None
+    row = {int(p): i for i, p in enumerate(kept[0])}
+    if any(int(p) not in row for p in positions):
+        return None
+    return kept[1][[row[int(p)] for p in positions]]
 
 
 def predict_masks(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -140,6 +140,29 @@ def test_artifacts_spec_masks_confusion_and_model(finished_run: dict[str, Any], 
     assert (again == final).mean() > 0.99  # the images were stored as uint8: a rare pixel may flip
 
 
+@requires_real_data
+def test_validation_predictions_are_what_the_per_image_record_scored(finished_run: dict[str, Any],
+                                                                    tmp_path: Path) -> None:
+    """predictions/val.npz (kept from the best epoch's validation pass, read by the report's image
+    figures) scores, image by image, exactly what per_image.parquet logged."""
+    import pandas as pd
+
+    from core.data.loader import load_npz
+    from core.scoring import per_image_iou, per_image_miou
+
+    client, run_id = finished_run["client"], finished_run["run"].info.run_id
+    with np.load(client.download_artifacts(run_id, "predictions/val.npz", str(tmp_path))) as logged:
+        index, pred = logged["index"], logged["pred"]
+    record = pd.read_parquet(client.download_artifacts(run_id, "per_image.parquet", str(tmp_path)))
+    assert index.tolist() == record["index"].tolist() and pred.dtype == np.uint8
+    truth = load_npz(finished_run["data"], limit=200).masks[index]
+    np.testing.assert_allclose(per_image_miou(per_image_iou(truth, pred)), record["miou"], atol=1e-9)
+    with np.load(client.download_artifacts(run_id, "predictions/sample.npz", str(tmp_path))) as sample:
+        grid = sample["pred"]  # the final grid's images: evenly spaced, the first and last included
+    np.testing.assert_array_equal(grid[0], pred[0])
+    np.testing.assert_array_equal(grid[-1], pred[-1])
+
+
 def test_a_failing_model_save_raises_and_leaves_no_files(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import tempfile

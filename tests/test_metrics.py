@@ -148,24 +148,43 @@ def test_config_round_trip() -> None:
     assert keras.saving.get_registered_object("ablate>MeanIoU") is MeanIoU
 
 
-@pytest.mark.parametrize("batch", [1, 4, 5, 13])
-def test_recorded_sample_masks_are_the_predicted_masks_at_their_positions(batch: int) -> None:
-    """The mask grids' predictions, kept from the pass (graph mode, uneven last batch), not a second
-    forward pass: position i holds the argmax of image i, including the first and last image."""
-    truth, pred = random_masks(3, n=13)
+def _kept_after_pass(truth: np.ndarray, pred: np.ndarray, positions: tuple[int, ...], record: int,
+                     batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Runs a compiled evaluate (graph mode, uneven last batch) and returns the metric's kept masks."""
     probs = one_hot_probs(pred, np.random.default_rng(1))
-    positions = (0, 4, 5, 12)
     model = keras.Sequential([keras.Input(truth.shape[1:] + (NUM_CLASSES,)), keras.layers.Identity()])
     model.compile(loss="sparse_categorical_crossentropy",
-                  metrics=segmentation_metrics(record_images=len(truth), sample_positions=positions,
+                  metrics=segmentation_metrics(record_images=record, sample_positions=positions,
                                                sample_shape=truth.shape[1:]))
     model.evaluate(probs, truth, batch_size=batch, verbose=0)
     metric = next(m for m in model.metrics[-1].metrics if isinstance(m, MeanIoU) and m.sample_positions)
-    np.testing.assert_array_equal(metric.samples.numpy(), pred[list(positions)])
+    return metric.kept_masks()
 
 
-def test_sample_positions_need_a_record_and_a_shape() -> None:
-    with pytest.raises(ValueError, match="record_images"):
-        MeanIoU(sample_positions=(0,), sample_shape=(4, 4))
-    with pytest.raises(ValueError, match="sample_shape"):
-        MeanIoU(record_images=3, sample_positions=(0,))
+@pytest.mark.parametrize("batch", [1, 4, 5, 13])
+@pytest.mark.parametrize("positions", [(0, 4, 5, 12), tuple(range(13))])
+def test_kept_masks_are_the_predicted_masks_at_their_positions(batch: int, positions: tuple[int, ...]) -> None:
+    """The mask grids' and the report's predictions, kept from the pass, not a second forward pass:
+    position i holds the argmax of image i, the first and last image included."""
+    truth, pred = random_masks(3, n=13)
+    kept_positions, kept = _kept_after_pass(truth, pred, positions, 13, batch)
+    assert kept_positions.tolist() == list(positions) and kept.dtype == np.uint8
+    np.testing.assert_array_equal(kept, pred[list(positions)])
+
+
+def test_a_pass_longer_than_the_record_keeps_the_first_images() -> None:
+    """A training pass runs past N images: those past N go to the spare row, not over kept ones."""
+    truth, pred = random_masks(4, n=20)
+    _, kept = _kept_after_pass(truth, pred, (0, 9), 10, batch=6)
+    np.testing.assert_array_equal(kept, pred[[0, 9]])
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"sample_positions": (0,), "sample_shape": (4, 4)}, "record_images"),
+    ({"record_images": 3, "sample_positions": (0,)}, "sample_shape"),
+    ({"record_images": 3, "sample_positions": (0, 3), "sample_shape": (4, 4)}, "0..2"),
+    ({"record_images": 3, "sample_positions": (1, 1), "sample_shape": (4, 4)}, "distinct"),
+])
+def test_kept_positions_need_a_record_a_shape_and_distinct_positions_inside_it(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        MeanIoU(**kwargs)

@@ -244,3 +244,18 @@ def test_the_best_epochs_validation_pass_gives_what_a_prediction_pass_gives(synt
     summary = summarize(result.model, split, result)
     assert summary["best_val_miou"] == pytest.approx(result.best["val_miou"], abs=1e-3)  # the metric's own figure
     assert math.isfinite(summary["latency_ms_per_image"]) and summary["latency_ms_per_image"] > 0
+
+
+def test_image_figures_read_the_logged_validation_masks_not_the_models(arms: dict[str, Any], tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run logs its best epoch's validation masks (predictions/val.npz): the report shows and scores
+    them without reloading any model, and they score what the run logged image by image (no drift note)."""
+    from core.ablation import image_figures
+
+    image_figures._logged_masks.cache_clear()
+    monkeypatch.setattr(image_figures, "_load_model", lambda run_id: pytest.fail("a model was reloaded"))
+    runs = [("baseline", 0, arms["baseline"]["outcome"].run_id), ("filters=8", 0, arms["filters=8"]["outcome"].run_id)]
+    record = record_of(runs, {k: arms[k]["spec"].to_dict() for k in ("baseline", "filters=8")})
+    md, files = image_section(record, tmp_path, k=2)
+    assert files == ["images_filters_8.png"] and (tmp_path / files[0]).stat().st_size > 10_000
+    assert "image and truth only" not in md and "score differently" not in md and "skipped" not in md

@@ -93,8 +93,12 @@ def _run_id(record: AblationRecord, arm: str, seed: int) -> str | None:
 
 
 def _load_data(record: AblationRecord, arm: str, run_id: str | None) -> tuple[Any, str]:
-    """The arm's data file as loaded by its runs (same limit), checked against the run's fingerprint."""
-    from core.data.loader import load_npz
+    """The arm's data file as loaded by its runs (same limit), checked against the run's fingerprint.
+
+    Read through ``core.train.shared_data``: when the runs trained in this process, their loaded
+    data set is reused, not read again.
+    """
+    from core.train import shared_data
 
     spec_data = _data_of(record.payload.get("arms", {}), arm)
     tags = mlflow.tracking.MlflowClient().get_run(run_id).data.tags if run_id else {}
@@ -105,7 +109,7 @@ def _load_data(record: AblationRecord, arm: str, run_id: str | None) -> tuple[An
         if not Path(path).is_file():
             continue
         try:
-            data = load_npz(path, limit=spec_data.get("limit"))
+            data = shared_data(path, spec_data.get("limit"))
         except _MISSING:
             continue
         if tags.get("data_fingerprint") not in (None, data.fingerprint):
@@ -116,7 +120,9 @@ def _load_data(record: AblationRecord, arm: str, run_id: str | None) -> tuple[An
 
 def _predictions(record: AblationRecord, c: ImageComparison, wanted: list[tuple[int, int]],
                  images: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]] | None, str]:
-    """Baseline and variant masks of each (index, seed), from the runs' logged models; or a note."""
+    """Baseline and variant masks of each (index, seed): those the runs logged from their best
+    epoch's validation pass (``predictions/val.npz``), else predicted by the runs' logged models;
+    or a note."""
     import keras
 
     out: dict[tuple[str, int, int], np.ndarray] = {}
@@ -124,6 +130,10 @@ def _predictions(record: AblationRecord, c: ImageComparison, wanted: list[tuple[
         for seed in sorted({s for _, s in wanted}):
             index = [i for i, s in wanted if s == seed]
             run_id = _run_id(record, arm, seed)
+            logged = _logged_masks(run_id) if run_id else {}
+            if all(i in logged for i in index):
+                out.update({(arm, seed, i): logged[i] for i in index})
+                continue
             model = _load_model(run_id) if run_id else None
             if model is None:
                 return None, f"image and truth only: no model logged for `{arm}` seed {seed}."
@@ -132,6 +142,24 @@ def _predictions(record: AblationRecord, c: ImageComparison, wanted: list[tuple[
             for i, mask in zip(index, np.argmax(probs, axis=-1).astype(np.uint8), strict=True):
                 out[(arm, seed, i)] = mask
     return [(out[(c.baseline, s, i)], out[(c.variant, s, i)]) for i, s in wanted], ""
+
+
+@functools.lru_cache(maxsize=16)  # the baseline's runs serve every comparison of a report
+def _logged_masks(run_id: str) -> dict[int, np.ndarray]:
+    """{index in the loaded data: predicted mask} a run logged for its validation images, or {}."""
+    from core.data.npz import read_arrays
+    from core.tracking import VALIDATION_ARTIFACT
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=VALIDATION_ARTIFACT, dst_path=tmp)
+            arrays = read_arrays(local, ("index", "pred"))
+        except _MISSING:
+            return {}
+    index, pred = arrays["index"], arrays["pred"]
+    if index.ndim != 1 or pred.ndim != 3 or len(index) != len(pred):
+        return {}
+    return {int(i): m for i, m in zip(index, pred, strict=True)}
 
 
 @functools.lru_cache(maxsize=8)  # the baseline's model serves every comparison of a report
@@ -182,6 +210,11 @@ def _plot(rows: list[_Row], c: ImageComparison, path: Path) -> None:
                frameon=False)
     fig.suptitle(f"`{c.variant}` vs `{c.baseline}`: images it gains most on (green), loses most on (red)\n"
                  "#: image index in the data set; delta: per-image mIoU change, mean over seeds", fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.93))
-    fig.savefig(path, dpi=120)
+    # Fixed margins in inches instead of tight_layout (which took seconds for these many axes):
+    # two title lines on top, the legend below, one title line above each image.
+    height = fig.get_figheight()
+    top, bottom, gap = 1 - 0.62 / height, 0.42 / height, 0.3
+    axis = (height * (top - bottom) - gap * (len(rows) - 1)) / len(rows)
+    fig.subplots_adjust(left=0.01, right=0.99, top=top, bottom=bottom, wspace=0.04, hspace=gap / axis)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -204,9 +204,10 @@ def image_section(record: AblationRecord, out_dir: Path, baseline: str = BASELIN
 
     Each figure ``images_<variant>.png`` (in ``out_dir``) shows the ``k`` images the variant
     gains most on and the ``k`` it loses most on: image | truth | baseline | variant, the
-    predictions rebuilt from the arms' logged models (first seed in which the image is paired).
-    Without a logged model it shows image | truth and the deltas; without the data file it is
-    skipped with a note. Nothing here raises for a missing artifact or file.
+    predictions those runs logged from their best epoch's validation pass (``predictions/val.npz``;
+    first seed in which the image is paired), or, for runs from before it was logged, rebuilt from
+    their logged models. Without either it shows image | truth and the deltas; without the data
+    file it is skipped with a note. Nothing here raises for a missing artifact or file.
 
     Returns:
         ``(markdown, png file names)``; ``("", [])`` when no run logged per-image data.
