@@ -152,8 +152,8 @@ def compile_model(spec: Spec, split: Split, steps_per_epoch: int,
         sample = tuple(range(n_val))
     else:
         sample = tuple(int(i) for i in sample_index(n_val, spec.tracking.mask_images))
-    metrics = segmentation_metrics(record_images=len(split.x_val) if record else 0, sample_positions=sample,
-                                   sample_shape=split.x_val.shape[1:3])
+    metrics = segmentation_metrics(record_images=n_val if record else 0, sample_positions=sample,
+                                   sample_shape=(height, width))
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=spec.train.jit_compile)
     return model, schedule.callbacks(spec.train.epochs, steps_per_epoch)
 
@@ -194,8 +194,8 @@ class ValidationRecord(keras.callbacks.Callback):
     epoch (``BestWeights``, which runs first) they are copied, with the pass's wall time per
     image: the run's confusion matrix, per-image IoUs and latency come from the very pass whose
     val mIoU chose the weights that ``BestWeights`` restores. The pass's kept predicted masks
-    (``recorded_masks``) are read every epoch (``kept``: that epoch's mask grid) and kept at the
-    best epoch (``best_kept``: the run's final grid and logged predictions, the restored model's).
+    (``recorded_masks``) are copied at the best epoch only (``best_kept``: the run's final grid and
+    logged predictions, the restored model's); the mask grid of each epoch reads its own.
 
     Args:
         best: the ``BestWeights`` callback of the same fit.
@@ -207,8 +207,7 @@ class ValidationRecord(keras.callbacks.Callback):
         self.metric: Any = None  # the compiled recording MeanIoU, found after the first epoch
         self.confusions: np.ndarray | None = None  # (N, C, C) int64 counts of the best epoch's pass
         self.seconds_per_image = math.nan  # the best epoch's validation pass, batched, metrics included
-        self.kept: Kept | None = None  # this epoch's pass: kept positions and their predicted masks
-        self.best_kept: Kept | None = None  # the same, at the best epoch
+        self.best_kept: Kept | None = None  # the best epoch's pass: kept positions and their predicted masks
         self._t0 = self._seconds = 0.0
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -218,11 +217,10 @@ class ValidationRecord(keras.callbacks.Callback):
         self._seconds = time.perf_counter() - self._t0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.metric = self.metric or _miou_metric(self.model)  # Keras builds its metric container lazily
-        self.kept = recorded_masks(self.model, logs)
         if self.best.best_epoch != epoch:
             return
-        self.best_kept = self.kept
+        self.metric = self.metric or _miou_metric(self.model)  # Keras builds its metric container lazily
+        self.best_kept = recorded_masks(self.model, logs)  # read at the best epoch only: a copy of the pass's masks
         seen = min(int(self.metric.seen.numpy()), self.metric.record_images)
         self.confusions = np.rint(self.metric.images.numpy()[:seen]).astype(np.int64)
         self.seconds_per_image = self._seconds / max(seen, 1)
