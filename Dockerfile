@@ -20,6 +20,6 @@ COPY core ./core
 COPY ablations ./ablations
 COPY studies ./studies
 # The base image's TensorFlow satisfies the project's tensorflow range, so pip keeps it.
-RUN pip install . && useradd --create-home --uid 1000 ablate && mkdir -p /app/mlruns && chown -R ablate /app
+RUN pip install '.[team]' && useradd --create-home --uid 1000 ablate && mkdir -p /app/mlruns && chown -R ablate /app
 USER ablate
 CMD ["ablate", "--help"]

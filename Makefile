@@ -3,6 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+TEAM    := $(VENV)/.installed-team
 DEMO_DATA := data/synthetic_mars.npz
 
 .PHONY: setup demo test test-fast bench bench-gpu bench-quality bench-storage lint ui clean-runs team-demo manifest
@@ -15,6 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The `team` extra (PostgreSQL driver, optuna-dashboard, MLflow's basic auth): the tests, the team
+# demo and the storage benchmark use them; `make demo` does not.
+$(TEAM): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,team]'
+	touch $(TEAM)
+
 $(DEMO_DATA): | $(STAMP)
 	$(BIN)/ablate data synth --out $(DEMO_DATA) --n 1200 --n-test 200 --seed 0
 
@@ -25,7 +32,7 @@ demo: $(STAMP) $(DEMO_DATA)
 	$(BIN)/ablate ablation plan ablations/demo.yaml --no-store
 	$(BIN)/ablate ablation run ablations/demo.yaml
 
-test: $(STAMP)
+test: $(TEAM)
 	$(BIN)/python -m pytest -q
 
 # Ratios measured in one run on this machine; results in benchmarks/results/*.json.
@@ -52,7 +59,7 @@ bench-quality: $(STAMP)
 # Not in `make bench`. How many workers one PostgreSQL serves: no-op trials from 1, 2, 4, 8 and 16
 # processes against fresh databases on the local server (trials/s, SQL statements per trial and per
 # reported value, connections per worker), and MLflow requests per epoch of a run (~4 min on 2 cores).
-bench-storage: $(STAMP)
+bench-storage: $(TEAM)
 	$(BIN)/python benchmarks/storage_scale.py
 	$(BIN)/python benchmarks/tracking_requests.py
 
@@ -64,10 +71,10 @@ ui: $(STAMP)
 
 # The team topology without Docker: local PostgreSQL, an MLflow server on it, 2 `ablate worker`s
 # on a small ablation, then an audit of every trial and run. KEEP=1 leaves the UIs up until Ctrl-C.
-team-demo: $(STAMP)
+team-demo: $(TEAM)
 	$(BIN)/python deploy/team_demo.py --workers 2 $(if $(KEEP),--keep,)
 
 # The registries' schemas, read by commands that check specs without importing TensorFlow
 # (core/registry_manifest.json); rerun after adding or changing a block. The tests check it.
 manifest: $(STAMP)
-	$(BIN)/python -m core.manifest
+	$(BIN)/python -m ablate.manifest

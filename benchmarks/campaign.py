@@ -2,7 +2,7 @@
 
 Each repeat runs, in one process and in alternating order (so drift in machine load hits both):
 
-- tracked: ``core.ablation.orchestrate.run_ablation`` on a 3-arm x 2-seed ablation of the plain
+- tracked: ``ablate.ablation.orchestrate.run_ablation`` on a 3-arm x 2-seed ablation of the plain
   U-Net (skip concat / add / none) for 3 epochs on the real data, with everything a user gets:
   the Optuna queue, the parent run, per-epoch metrics, the mask grid every epoch, the final grid,
   the confusion matrix, per-image IoUs, cost figures, the saved ``.keras`` model of every run and
@@ -67,9 +67,9 @@ def ablation_file(folder: Path, data: Path, args: argparse.Namespace) -> Path:
 
 
 def tracked(file: Path, folder: Path) -> float:
-    from core import tracking
-    from core.ablation.design import load_ablation
-    from core.ablation.orchestrate import run_ablation
+    from ablate import tracking
+    from ablate.ablation.design import load_ablation
+    from ablate.ablation.orchestrate import run_ablation
 
     tracking.setup(f"sqlite:///{folder / 'mlflow.db'}")
     ab = load_ablation(file)
@@ -81,8 +81,8 @@ def tracked(file: Path, folder: Path) -> float:
 
 def bare(file: Path) -> float:
     """The same arms and seeds, trained by ``model.fit`` alone (the split and pipelines as tracked)."""
-    from core.ablation.design import load_ablation
-    from core.train import load_data
+    from ablate.ablation.design import load_ablation
+    from ablate.train import load_data
 
     ab = load_ablation(file)
     t0 = time.perf_counter()

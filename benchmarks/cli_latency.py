@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "ablations/presets/unet-baseline.yaml"
-ABLATE = [sys.executable, "-m", "core.cli"]
+ABLATE = [sys.executable, "-m", "ablate.cli"]
 TARGET_LIGHT = 0.25  # --help and spec: at most a quarter of TensorFlow's import
 TARGET_UI = 1.2  # ablate ui answers within 1.2x the time of a bare mlflow server
 

@@ -22,7 +22,7 @@ def data_file(given: Path | None, tmp: Path, n: int = 1200) -> Path:
         return given
     if REAL_DATA.exists():
         return REAL_DATA
-    from core.data.synth import generate, write_npz
+    from ablate.data.synth import generate, write_npz
 
     path = tmp / "synthetic.npz"
     write_npz(path, generate(n, seed=0))
@@ -31,7 +31,7 @@ def data_file(given: Path | None, tmp: Path, n: int = 1200) -> Path:
 
 def machine() -> dict[str, Any]:
     """The machine a figure was measured on: its device (CPU model or GPU), cores and versions."""
-    from core import tracking
+    from ablate import tracking
 
     return {"device": tracking.device_name(), "processor": platform.processor() or platform.machine(),
             "cpus": len(os.sched_getaffinity(0)), "platform": platform.platform(),
@@ -41,9 +41,9 @@ def machine() -> dict[str, Any]:
 def bare_fit(spec: Any, split: Any, record: bool = False) -> None:
     """Builds and compiles the spec's model and runs ``model.fit`` on the split's ``tf.data`` pipelines
     (validation every epoch): what a user's own Keras loop does, with no callbacks and no tracking."""
-    from core.augment import Policy
-    from core.pipeline import eval_dataset, train_dataset
-    from core.train import compile_model, set_seed
+    from ablate.augment import Policy
+    from ablate.pipeline import eval_dataset, train_dataset
+    from ablate.train import compile_model, set_seed
 
     set_seed(spec.seed)
     bs = spec.train.batch_size

@@ -12,7 +12,7 @@ stopped by a time limit keeps its figures:
   time from spawn to the last exit, and over the trials themselves (first trial start to last
   trial end, which leaves out each process's TensorFlow start-up).
 - throughput: per batch size and model (the plain U-Net and the Mars recipe presets), one
-  untracked ``core.train.fit`` of ``--epochs`` epochs per switch: fp32,
+  untracked ``ablate.train.fit`` of ``--epochs`` epochs per switch: fp32,
   ``train.mixed_precision=true``, ``train.jit_compile=true`` (XLA) and both, in a rotating order.
   Images/s is training pairs over the median training time of the epochs after the first
   (validation excluded, the device synchronised). The first epoch traces the graphs, compiles
@@ -162,7 +162,7 @@ def measure(spec: Any, split: Any) -> dict[str, Any]:
     """One untracked fit; its steady-state images/s and what the first epoch took beyond that."""
     import keras
 
-    from core.train import fit
+    from ablate.train import fit
 
     keras.backend.clear_session()
     peak_memory_gib(reset=True)
@@ -177,8 +177,8 @@ def measure(spec: Any, split: Any) -> dict[str, Any]:
 
 
 def throughput_group(model: str, batch: int, order: list[str], base: list[str]) -> dict[str, dict[str, Any]]:
-    from core.spec import load_spec
-    from core.train import load_data
+    from ablate.spec import load_spec
+    from ablate.train import load_data
 
     specs = {s: load_spec(PRESETS[model], [*base, f"train.batch_size={batch}", *SWITCHES[s]]) for s in order}
     split = load_data(specs[order[0]])  # the switches do not change the data
@@ -208,17 +208,17 @@ def ratios(group: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 def child(args: argparse.Namespace) -> int:
     """A trial process: ``--trials`` trials one after another; prints one JSON line of their times."""
-    from core import load_all
-    from core.spec import load_spec
-    from core.train import fit, load_data
+    from ablate import load_all
+    from ablate.spec import load_spec
+    from ablate.train import fit, load_data
 
     load_all()
     base = [f"data.path={args.data}", f"train.epochs={args.trial_epochs}", "train.early_stopping=0", *args.set]
     if args.limit:
         base.append(f"data.limit={args.limit}")
     if args.tracked:
-        from core import tracking
-        from core.runner import run_spec
+        from ablate import tracking
+        from ablate.runner import run_spec
 
         tracking.setup(f"sqlite:///{tempfile.mkdtemp(prefix='ablate-gpu-')}/mlflow.db")
     trials = []
@@ -325,7 +325,7 @@ def throughput_part(args: argparse.Namespace, result: dict[str, Any], write: Any
 
 def run(args: argparse.Namespace, names: list[str], deadline: float) -> tuple[dict[str, Any], Path | None]:
     """Both parts; the result and where it was written (None: not written)."""
-    from core import load_all
+    from ablate import load_all
 
     load_all()
     result: dict[str, Any] = {

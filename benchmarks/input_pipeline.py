@@ -44,8 +44,8 @@ FULL_POLICY = [
 
 def load_images(limit: int) -> tuple[Any, Any, str]:
     """The real data when present, else the embedded synthetic default."""
-    from core.data.default import default_data_path
-    from core.data.loader import load_npz
+    from ablate.data.default import default_data_path
+    from ablate.data.loader import load_npz
 
     path = REAL_DATA if REAL_DATA.is_file() else Path(default_data_path())
     data = load_npz(str(path), limit=limit)
@@ -55,8 +55,8 @@ def load_images(limit: int) -> tuple[Any, Any, str]:
 def pipeline_rate(images: Any, masks: Any, augment: list[dict[str, Any]], batch_size: int,
                   seconds: float) -> tuple[float, int]:
     """Images/s the training dataset yields (after one warm-up pass over a few batches)."""
-    from core.augment import Policy
-    from core.pipeline import train_dataset
+    from ablate.augment import Policy
+    from ablate.pipeline import train_dataset
 
     ds = train_dataset(images, masks, batch_size, seed=0, policy=Policy(augment)).repeat()
     it = iter(ds)
@@ -71,7 +71,7 @@ def pipeline_rate(images: Any, masks: Any, augment: list[dict[str, Any]], batch_
 
 def train_rate(spec: Any, images: Any, masks: Any, steps: int) -> tuple[float, int]:
     """Images/s of ``train_on_batch`` on one fixed batch (after warm-up), the spec's model and loss."""
-    from core.train import Split, compile_model, set_seed
+    from ablate.train import Split, compile_model, set_seed
 
     bs = spec.train.batch_size
     set_seed(spec.seed)
@@ -106,7 +106,7 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from core.spec import load_spec
+    from ablate.spec import load_spec
 
     spec = load_spec(args.preset)
     from_preset = Path(args.preset).resolve() == PRESET.resolve()

@@ -3,7 +3,7 @@
 Both arms train the same model on the same data for the same epochs, in one process,
 interleaved (the order alternates each repeat, so drift in machine load hits both arms):
 
-- tracked: ``core.runner.run_spec`` with everything a user gets from ``ablate run``: params,
+- tracked: ``ablate.runner.run_spec`` with everything a user gets from ``ablate run``: params,
   ``spec.json``, provenance tags, per-epoch metrics, the mask grid every epoch
   (``tracking.mask_every=1``), the final grid, the confusion matrix, cost figures and the saved
   ``.keras`` model, into a temporary SQLite MLflow store. Timed from the call to its return.
@@ -64,7 +64,7 @@ class Timer:
 
 def tracked_run(spec, split) -> None:  # type: ignore[no-untyped-def]
     """A fully tracked run, model logging included (what ``ablate run`` does after loading the data)."""
-    from core.runner import run_spec
+    from ablate.runner import run_spec
 
     run_spec(spec, experiment="overhead", split=split, verbose=0)
 
@@ -81,9 +81,9 @@ def main() -> int:
     import mlflow
     import tensorflow as tf
 
-    from core import tracking
-    from core.spec import load_spec
-    from core.train import load_data
+    from ablate import tracking
+    from ablate.spec import load_spec
+    from ablate.train import load_data
 
     with tempfile.TemporaryDirectory(prefix="ablate-bench-") as tmp_name:
         tmp = Path(tmp_name)

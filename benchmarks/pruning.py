@@ -54,8 +54,8 @@ def study_file(folder: Path, name: str, trials: int, epochs: int, limit: int, pr
 def run_once(folder: Path, name: str, args: argparse.Namespace, pruner: dict[str, Any]) -> dict[str, Any]:
     from optuna.trial import TrialState
 
-    from core.study.files import load_study_file
-    from core.study.orchestrate import run_study
+    from ablate.study.files import load_study_file
+    from ablate.study.orchestrate import run_study
 
     data = REAL_DATA if REAL_DATA.is_file() else None
     overrides = ["model.depth=2", "augment=[]", "tracking.mask_every=0", "tracking.log_model=false",
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300, help="training pairs (train + validation)")
     args = parser.parse_args()
 
-    from core import tracking
+    from ablate import tracking
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -1,7 +1,7 @@
 """Quality at full scale: the plain U-Net against the Mars recipe on the real data.
 
 Each model is trained at its preset's full budget (``ablations/presets/*.yaml``: its epochs,
-early stopping and everything else), untracked (``core.train.fit``), once per seed; the order
+early stopping and everything else), untracked (``ablate.train.fit``), once per seed; the order
 of the models alternates from seed to seed. Reported per model and seed: the best validation
 mIoU, the per-class IoU at that epoch, the best epoch, the epochs run (early stopping may end a
 run sooner), the median wall seconds per epoch (``epoch_time``, validation included) and the
@@ -77,8 +77,8 @@ def train(model: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """One untracked run at the preset's budget; its best-epoch figures."""
     import keras
 
-    from core.spec import load_spec
-    from core.train import fit, load_data
+    from ablate.spec import load_spec
+    from ablate.train import fit, load_data
 
     overrides = [f"data.path={args.data}", f"seed={seed}"]
     overrides += [f"train.epochs={args.epochs}"] if args.epochs else []
@@ -128,7 +128,7 @@ def write(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 def main() -> int:
     args = parse_args()
-    from core import load_all
+    from ablate import load_all
 
     load_all()
     result: dict[str, Any] = {

@@ -9,7 +9,7 @@ half the time, moderate a quarter, large a quarter.
 
 Both designs see the same seeds: the fixed design runs ``max_seeds`` seeds per arm and
 gives a verdict by the paired t-test, Holm-adjusted across the variants at ``alpha`` and
-the t CI excluding zero on the same side; the sequential design (``core.sequential``) is
+the t CI excluding zero on the same side; the sequential design (``ablate.sequential``) is
 replayed on prefixes of the same per-seed differences. Reported per setting:
 
 - agreement: the share of variants with the same verdict as the fixed design (target
@@ -45,7 +45,7 @@ from scipy import special
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.sequential import SequentialDesign, decide  # noqa: E402
+from ablate.sequential import SequentialDesign, decide  # noqa: E402
 
 N_VARIANTS = 4
 SEED_SD = (0.01, 0.02)  # seed sd of val mIoU per arm, drawn per ablation

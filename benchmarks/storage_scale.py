@@ -1,6 +1,6 @@
 """How many workers one PostgreSQL serves: no-op trials against the Optuna storage, 1 to 16 processes.
 
-Each worker process opens the storage as ``ablate worker`` does (``core.storage.open_storage``:
+Each worker process opens the storage as ``ablate worker`` does (``ablate.storage.open_storage``:
 heartbeats, stale-trial retries, ``pool_pre_ping``) and runs ``study.optimize`` on a trial that
 does no work: it samples two parameters and reports ``--reports`` intermediate values, asking
 the median pruner after each one (what a study's ``PruningCallback`` does every epoch). All
@@ -72,7 +72,7 @@ def open_study(url: str, reports: int) -> Any:
     """
     import optuna
 
-    from core.storage import open_storage
+    from ablate.storage import open_storage
 
     return optuna.create_study(study_name=STUDY, storage=open_storage(url), load_if_exists=True,
                                direction="maximize", sampler=optuna.samplers.RandomSampler(),
@@ -272,7 +272,7 @@ def main() -> None:
         "benchmark": "storage_scale",
         "setup": {"seconds_per_count": args.seconds, "reports_per_trial": args.reports,
                   "trial": "2 sampled parameters (random sampler), reports with a median-pruner question each",
-                  "storage": "core.storage.open_storage (heartbeats, stale-trial retries, pool_pre_ping), "
+                  "storage": "ablate.storage.open_storage (heartbeats, stale-trial retries, pool_pre_ping), "
                              "PostgreSQL on 127.0.0.1, one fresh database per worker count",
                   "postgresql": pg_version, "optuna": optuna.__version__, "sqlalchemy": sqlalchemy.__version__},
         "statements": counts,

@@ -1,6 +1,6 @@
 """MLflow requests per epoch of a run, counted at the HTTP client against a real ``mlflow server``.
 
-A tracked run (``core.runner.run_spec``, what every trial of an ablation or a study runs) is
+A tracked run (``ablate.runner.run_spec``, what every trial of an ablation or a study runs) is
 trained twice on a tiny model, for ``--epochs`` and for twice as many, against an ``mlflow server``
 on a fresh PostgreSQL database (artifacts proxied, as in team mode). Every request the process
 sends is counted by method and path at ``requests.Session.send`` (the transport under MLflow's
@@ -63,8 +63,8 @@ def counted_requests() -> Iterator[collections.Counter[str]]:
 
 def one_run(epochs: int, data: Path, experiment: str) -> dict[str, int]:
     """Requests sent by one tracked run of ``epochs`` epochs (its delivery finished before it returns)."""
-    from core.runner import run_spec
-    from core.spec import load_spec
+    from ablate.runner import run_spec
+    from ablate.spec import load_spec
 
     spec = load_spec(str(ROOT / "ablations/presets/unet-baseline.yaml"),
                      [*OVERRIDES, f"train.epochs={epochs}", f"data.path={data}"])
@@ -81,7 +81,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "deploy"))
     import team_demo as td
 
-    from core import tracking
+    from ablate import tracking
 
     short, long_ = args.epochs, 2 * args.epochs
     with tempfile.TemporaryDirectory() as tmp, td.database(f"ablate_requests_{uuid.uuid4().hex[:8]}") as backend, \

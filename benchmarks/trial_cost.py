@@ -77,7 +77,7 @@ def timed_fits() -> None:
 
 
 def study_plan(folder: Path, data: Path, args: argparse.Namespace, name: str):  # type: ignore[no-untyped-def]
-    from core.study.files import load_study_file
+    from ablate.study.files import load_study_file
 
     body = {"name": name, "base": str(ROOT / "ablations/presets/unet-baseline.yaml"), "trials": args.trials,
             "budget": {"epochs": 1, "early_stopping": 0, "data_limit": args.limit},
@@ -92,8 +92,8 @@ def study_plan(folder: Path, data: Path, args: argparse.Namespace, name: str):  
 def tracked(folder: Path, data: Path, args: argparse.Namespace, name: str):  # type: ignore[no-untyped-def]
     """Runs the study in this process; returns {trial number: seconds} of its completed trials, the
     study and its plan."""
-    from core import tracking
-    from core.study.orchestrate import run_study
+    from ablate import tracking
+    from ablate.study.orchestrate import run_study
 
     tracking.setup(f"sqlite:///{folder / 'mlflow.db'}")
     plan = study_plan(folder, data, args, name)
@@ -115,7 +115,7 @@ def tracked(folder: Path, data: Path, args: argparse.Namespace, name: str):  # t
 def bare(study, plan) -> tuple[dict[str, float], dict[str, float]]:  # type: ignore[no-untyped-def]
     """Each completed trial's spec trained by a bare fit on the split a worker would load; returns
     the seconds of each and of its ``model.fit``, by trial number."""
-    from core.train import load_data
+    from ablate.train import load_data
 
     times, fits, splits = {}, {}, {}
     for t in study.get_trials(deepcopy=False):

@@ -51,9 +51,9 @@ def admin(*statements: str) -> None:
 
 
 def create(folder: Path, name: str, trials: int, storage: str, uri: str) -> None:
-    from core import tracking
-    from core.study.files import load_study_file
-    from core.study.orchestrate import run_study
+    from ablate import tracking
+    from ablate.study.files import load_study_file
+    from ablate.study.orchestrate import run_study
 
     body = {"name": name, "base": str(ROOT / "ablations/presets/unet-baseline.yaml"), "trials": trials,
             "budget": {"epochs": 1, "early_stopping": 0, "data_limit": 64},
@@ -71,9 +71,9 @@ def create(folder: Path, name: str, trials: int, storage: str, uri: str) -> None
 
 def run_workers(folder: Path, name: str, n: int, storage: str, uri: str) -> float:
     """Starts ``n`` workers as ``ablate study run --workers n`` does (a core share each); waits."""
-    from core.campaign import worker_env
+    from ablate.campaign import worker_env
 
-    cmd = [sys.executable, "-m", "core.cli", "worker", "--study", name, "--storage", storage,
+    cmd = [sys.executable, "-m", "ablate.cli", "worker", "--study", name, "--storage", storage,
            "--tracking-uri", uri, "--quiet"]
     t0 = time.perf_counter()
     procs = [subprocess.Popen(cmd, cwd=folder, env={**worker_env(i, n), "PYTHONPATH": str(ROOT)},
@@ -88,7 +88,7 @@ def measure(folder: Path, n: int, trials: int, storage: str, uri: str) -> dict[s
     import optuna
     from optuna.trial import TrialState
 
-    from core.study.runner import budget_trials
+    from ablate.study.runner import budget_trials
 
     name = f"workers_{n}"
     create(folder, name, trials, storage, uri)

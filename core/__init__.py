@@ -1,12 +1,12 @@
 """ablate: registered blocks, validated specs and tracked runs for Mars terrain segmentation.
 
 Importing ``core`` is cheap: it does not import TensorFlow, so commands that only read specs or
-the tracking store start fast. The blocks register when first built (``core.registry``), or
-explicitly with ``core.load_all()``, which a fresh process calls before loading a saved
+the tracking store start fast. The blocks register when first built (``ablate.registry``), or
+explicitly with ``ablate.load_all()``, which a fresh process calls before loading a saved
 ``.keras`` model of this project::
 
-    import core, keras
-    core.load_all()
+    import ablate, keras
+    ablate.load_all()
     model = keras.saving.load_model("model.keras", safe_mode=True)
 """
 
@@ -22,8 +22,8 @@ warnings.filterwarnings("ignore", message=".*experimental feature.*")
 # predictions after a reload), so Keras's "no build() method" notice on loading is noise.
 warnings.filterwarnings("ignore", message=r".*does not have a `build\(\)` method implemented.*")
 
-from core import quiet  # noqa: E402
-from core.registry import ALL_REGISTRIES, load_all  # noqa: E402
+from ablate import quiet  # noqa: E402
+from ablate.registry import ALL_REGISTRIES, load_all  # noqa: E402
 
 quiet.install()  # TensorFlow's start-up lines stay out of the terminal (not under --debug)
 

@@ -1,7 +1,7 @@
 """Every use of a private or unstable Optuna, MLflow or optuna-dashboard API in the project.
 
-It sits at the bottom of ``core``: the campaign engine, ``core.resilience`` (image files, the
-retried storage calls), ``core.doctor`` and the ablation's dashboard notes use it, and nothing
+It sits at the bottom of ``core``: the campaign engine, ``ablate.resilience`` (image files, the
+retried storage calls), ``ablate.doctor`` and the ablation's dashboard notes use it, and nothing
 else reaches into these libraries' internals. A release that renames one of them breaks this
 module alone, and ``tests/test_adapters.py`` says which one. Each entry names what it relies
 on; ``TESTED`` gives the version ranges the entries were checked against (the test fails when
@@ -31,7 +31,7 @@ TESTED = {"optuna": ("4.5", "6"), "mlflow": ("3.1", "4"), "optuna-dashboard": ("
 
 # --- Optuna ------------------------------------------------------------------------------------
 
-# The RDBStorage methods that core.resilience retries across a database restart. One of them is
+# The RDBStorage methods that ablate.resilience retries across a database restart. One of them is
 # private (``_get_stale_trial_ids``, which the heartbeat thread and fail_stale_trials call).
 RDB_CALLS = (
     "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
@@ -45,7 +45,7 @@ RDB_CALLS = (
 
 
 # The logger of Optuna's "Trial N failed ..." warnings (a private module's name), which
-# core.campaign.failfast replaces by one line of its own.
+# ablate.campaign.failfast replaces by one line of its own.
 OPTIMIZE_LOGGER = "optuna.study._optimize"
 
 
@@ -120,7 +120,7 @@ def _quiet_experimental() -> Iterator[None]:
 
 
 def rdb_method(name: str) -> Any:
-    """``RDBStorage.<name>``, for the reconnecting wrapper in ``core.resilience``."""
+    """``RDBStorage.<name>``, for the reconnecting wrapper in ``ablate.resilience``."""
     return getattr(RDBStorage, name)
 
 
@@ -132,15 +132,23 @@ def save_note(study_or_trial: optuna.Study | optuna.Trial, body: str) -> None:
     ``optuna_dashboard.save_note`` stores it in study system attributes through Optuna's private
     ``Study._storage``, ``Study._study_id`` and ``Trial._trial_id``; on a trial it needs a live
     ``optuna.Trial`` (inside the objective), not a FrozenTrial.
-    """
-    from optuna_dashboard import save_note as dashboard_save_note
 
+    optuna-dashboard is in the ``team`` extra: without it, no note is written (the study and its
+    runs are complete without one; only the dashboard reads notes).
+    """
+    try:
+        from optuna_dashboard import save_note as dashboard_save_note
+    except ImportError:
+        return
     dashboard_save_note(study_or_trial, body)
 
 
 def get_note(study_or_trial: optuna.Study | optuna.Trial) -> str:
-    """The note written by :func:`save_note` ("" when none)."""
-    from optuna_dashboard import get_note as dashboard_get_note
+    """The note written by :func:`save_note` ("" when none, or without optuna-dashboard)."""
+    try:
+        from optuna_dashboard import get_note as dashboard_get_note
+    except ImportError:
+        return ""
 
     return str(dashboard_get_note(study_or_trial))
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from core.errors import SpecError
-from core.registry import AUGMENTATIONS
+from ablate.errors import SpecError
+from ablate.registry import AUGMENTATIONS
 
 BIG_ROCK = 4  # the rare class copy-paste multiplies
 

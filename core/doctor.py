@@ -11,9 +11,9 @@ can leave
 - ablation or study parent runs RUNNING with no trial running for a while (repair: KILLED;
   running the ablation again resumes it).
 
-Workers call ``core.campaign.reconcile`` before every trial, so a killed worker's run is
+Workers call ``ablate.campaign.reconcile`` before every trial, so a killed worker's run is
 ended as soon as another worker has failed its trial; the checks of one study's trials and
-runs are the campaign engine's (``core.campaign.reconcile``), the rest are here.
+runs are the campaign engine's (``ablate.campaign.reconcile``), the rest are here.
 
 Example:
     >>> for finding in diagnose(open_storage(url), MlflowClient()):
@@ -33,8 +33,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from core.campaign.reconcile import Finding, end_run, orphan_runs, stale_trials
-from core.campaign.runs import running_runs
+from ablate.campaign.reconcile import Finding, end_run, orphan_runs, stale_trials
+from ablate.campaign.runs import running_runs
 
 PARENT_IDLE_S = 120  # a parent run with no trial running or finished for this long is orphaned
 

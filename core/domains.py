@@ -2,7 +2,7 @@
 
 A block's constructor checks its own arguments, but only when it is built: for an optimizer or an
 augmentation that is after the MLflow run has started, and some never check at all (a negative
-learning rate trains "fine", upwards). ``core.registry`` calls :func:`check_keyword` on every key
+learning rate trains "fine", upwards). ``ablate.registry`` calls :func:`check_keyword` on every key
 a spec sets, from the constructor's default alone, so it needs neither the block nor TensorFlow:
 
 - a number default (int or float) means the value must be a finite number (no nan, no inf);
@@ -16,7 +16,7 @@ depend on the block (rotate's ``degrees`` up to 180, shear's below 90) stay in t
 Example:
     >>> check_keyword("optimizer.learning_rate", -1, 1e-3)
     Traceback (most recent call last):
-    core.errors.SpecError: Invalid value for 'optimizer.learning_rate': expected a number > 0 ...
+    ablate.errors.SpecError: Invalid value for 'optimizer.learning_rate': expected a number > 0 ...
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import SpecError, excerpt
+from ablate.errors import SpecError, excerpt
 
 _SHOWN = 60  # characters of a bad value quoted in a message: enough to recognise it, never the whole input
 
@@ -79,7 +79,7 @@ RATE = Domain(0, 1, high_open=True, why="a rate of 1 drops everything")  # dropo
 
 # Keys that mean the same in every block taking them, and the values that make sense there.
 DOMAINS: dict[str, Domain] = {
-    # optimizers and schedules (core.optim)
+    # optimizers and schedules (ablate.optim)
     "learning_rate": Domain(0, low_open=True, why="a rate <= 0 does not descend"),
     "weight_decay": NON_NEGATIVE,
     "clipnorm": POSITIVE,
@@ -91,7 +91,7 @@ DOMAINS: dict[str, Domain] = {
     "min_lr": NON_NEGATIVE,
     "warmup_epochs": NON_NEGATIVE,
     "min_lr_ratio": FRACTION,
-    # model width and depth (core.models), block sizes (core.blocks)
+    # model width and depth (ablate.models), block sizes (ablate.blocks)
     "filters": COUNT,
     "depth": COUNT,
     "width_mult": POSITIVE,
@@ -110,14 +110,14 @@ DOMAINS: dict[str, Domain] = {
     "rate": RATE,
     "dropout": RATE,
     "drop_path": RATE,
-    # losses (core.losses)
+    # losses (ablate.losses)
     "gamma": NON_NEGATIVE,
     "alpha": NON_NEGATIVE,  # focal class weights, elastic displacement: both scale something
     "smooth": NON_NEGATIVE,
     "power": POSITIVE,
     "cap": Domain(1, why="the most frequent class weighs 1"),
     "weights": NON_NEGATIVE,  # class weights, each element
-    # augmentations (core.augment)
+    # augmentations (ablate.augment)
     "p": FRACTION,
     "degrees": NON_NEGATIVE,
     "fraction": Domain(0, 1, high_open=True),
@@ -180,5 +180,5 @@ def _num(x: float) -> str:
 
 
 def show(value: Any) -> str:
-    """A bad value as a message quotes it (``core.errors.excerpt``): enough to recognise it, never the input."""
+    """A bad value as a message quotes it (``ablate.errors.excerpt``): enough to recognise it, never the input."""
     return excerpt(value, _SHOWN)

@@ -8,9 +8,9 @@ import keras
 import mlflow
 import numpy as np
 
-from core import resilience
-from core.tracking import _as_float, log_metrics, mask_grid
-from core.train import masks_at, recorded_masks
+from ablate import resilience
+from ablate.tracking import _as_float, log_metrics, mask_grid
+from ablate.train import masks_at, recorded_masks
 
 
 class MlflowLogger(keras.callbacks.Callback):
@@ -33,7 +33,7 @@ class MlflowLogger(keras.callbacks.Callback):
     def log_masks(self, step: int, pred: np.ndarray | None = None) -> np.ndarray:
         """Logs the grid of the fixed images' predicted masks ``pred`` (k, H, W), and returns them.
 
-        ``pred`` comes from the validation pass (``core.train.recorded_masks``: no extra forward
+        ``pred`` comes from the validation pass (``ablate.train.recorded_masks``: no extra forward
         pass); without it the model predicts the images in one eager call. The grid is rendered
         and encoded on the delivery thread, off the training loop.
         """

@@ -3,7 +3,7 @@
 Every loss takes ``y_true`` (B, H, W) integer labels and ``y_pred`` (B, H, W, C) softmax
 probabilities, computes in float32 (so it works under ``mixed_float16``) and is a registered,
 Keras-serializable ``keras.losses.Loss``. Losses that need the training set (class weights)
-implement ``prepare(train_masks)``, which ``core.train`` calls before training.
+implement ``prepare(train_masks)``, which ``ablate.train`` calls before training.
 
 Example:
     >>> loss = LOSSES.build({"type": "sum", "terms": [{"loss": {"type": "ce"}, "weight": 1.0},
@@ -19,10 +19,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from core.errors import SpecError
-from core.metrics import NUM_CLASSES
-from core.registry import LOSS_TERMS as _TERMS
-from core.registry import LOSSES
+from ablate.errors import SpecError
+from ablate.metrics import NUM_CLASSES
+from ablate.registry import LOSS_TERMS as _TERMS
+from ablate.registry import LOSSES
 
 EPS = 1e-7
 

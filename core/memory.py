@@ -7,11 +7,11 @@ with one line: the estimate, the limit, and what to change. It is pure arithmeti
 TensorFlow), so campaigns check every arm before queueing any.
 
 The estimate (:func:`estimate`) is a documented, conservative approximation of training a U-Net or
-a coarse-fine model of ``core.models`` with Adam on float32 weights:
+a coarse-fine model of ``ablate.models`` with Adam on float32 weights:
 
 - **weights and optimizer state**: parameters x 4 bytes x 4 (the weights, Adam's two moments and
   the gradient). A branch's parameters are counted per level ``l`` of width
-  ``w_l = filters x width_mult x 2**l`` (``core.models.unet.stage_filters``): an encoder stage, an
+  ``w_l = filters x width_mult x 2**l`` (``ablate.models.unet.stage_filters``): an encoder stage, an
   up-sampling and a decoder stage hold about ``(8 + 46 k**2 / 9) w_l**2`` weights for ``k x k``
   convolutions (two ``k x k`` convolutions in, a 2x2 transposed convolution up, two ``k x k``
   convolutions on the concatenated skip out: 8 + 13.5 + 27 for k = 3, rounded up for residual and
@@ -40,12 +40,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from core.errors import AblateError, SpecError
-from core.spec import Spec
+from ablate.errors import AblateError, SpecError
+from ablate.spec import Spec
 
 GB = 10**9  # ABLATE_MEMORY_LIMIT_GB and every message count decimal gigabytes
 LIMIT_ENV = "ABLATE_MEMORY_LIMIT_GB"
-INPUT_HW = (64, 128)  # the course's tiles: core.models.unet.INPUT_SHAPE, which imports Keras
+INPUT_HW = (64, 128)  # the course's tiles: ablate.models.unet.INPUT_SHAPE, which imports Keras
 BYTES_PER_VALUE = 4  # float32
 WEIGHT_COPIES = 4  # the weights, Adam's two moments, the gradient
 ACTIVATIONS_PER_LEVEL = 24  # tensors back-propagation keeps per level, rounded up (see the module doc)
@@ -129,7 +129,7 @@ def _branches(model: Mapping[str, Any]) -> list[tuple[dict[str, Any], int]]:
     its keys over the branch builder's defaults)."""
     out = [({k: _setting(model, k) for k in _FALLBACK} | {"kernel": _kernel(model)}, 1)]
     if "global_branch" in _defaults(model):
-        from core.registry import BRANCHES
+        from ablate.registry import BRANCHES
 
         given = dict(model.get("global_branch") or {})
         name = str(given.get("type", "unet"))
@@ -156,7 +156,7 @@ def _branch_size(branch: Mapping[str, Any], pooled: int) -> tuple[float, float]:
 
 
 def _width(filters: Any, mult: Any, level: int) -> float:
-    """Channels at ``level``, as ``core.models.unet.stage_filters`` rounds them (floats: no overflow)."""
+    """Channels at ``level``, as ``ablate.models.unet.stage_filters`` rounds them (floats: no overflow)."""
     return max(1.0, float(round(float(filters) * float(mult) * 2**level)))
 
 
@@ -167,7 +167,7 @@ def _kernel(model: Mapping[str, Any]) -> int:
 
 def _defaults(model: Mapping[str, Any]) -> dict[str, Any]:
     """The model builder's defaults, from the registry's schema (the manifest: no TensorFlow)."""
-    from core.registry import MODELS
+    from ablate.registry import MODELS
 
     return dict(MODELS.schema(str(model["type"])).defaults)
 

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from core.scoring import (  # noqa: F401  (re-exported: the NumPy side of the same rule)
+from ablate.scoring import (  # noqa: F401  (re-exported: the NumPy side of the same rule)
     CLASS_COLOURS,
     CLASS_NAMES,
     NUM_CLASSES,
@@ -31,7 +31,7 @@ class MeanIoU(keras.metrics.Metric):
     reset before each validation pass and the validation set is read in file order, so at the
     end of an epoch ``images[i]`` holds validation image i's counts: the run's confusion matrix
     and per-image IoUs at the best epoch come from the validation pass that chose it, with no
-    second pass over the validation set after training (``core.train.ValidationRecord``).
+    second pass over the validation set after training (``ablate.train.ValidationRecord``).
 
     With ``sample_positions`` (and ``sample_shape``, the masks' height and width) it also keeps
     the predicted mask of the images at those positions of the pass (``samples``, shape

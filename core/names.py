@@ -12,7 +12,7 @@ Example:
     'skip-types'
     >>> check_name("../x", "Ablation name")
     Traceback (most recent call last):
-    core.errors.SpecError: Ablation name '../x' is not a safe name; expected 1-100 letters, digits, ...
+    ablate.errors.SpecError: Ablation name '../x' is not a safe name; expected 1-100 letters, digits, ...
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from core.errors import SpecError, excerpt
+from ablate.errors import SpecError, excerpt
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit, without '..'"

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import keras
 
-from core.errors import SpecError
-from core.registry import OPTIMIZERS, SCHEDULES
+from ablate.errors import SpecError
+from ablate.registry import OPTIMIZERS, SCHEDULES
 
 LearningRate = float | keras.optimizers.schedules.LearningRateSchedule
 

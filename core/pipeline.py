@@ -1,7 +1,7 @@
 """The tf.data input pipeline: cache, seeded shuffle, augment, batch, prefetch.
 
 Augmentation runs per element with ``num_parallel_calls=AUTOTUNE`` (consecutive affine
-augmentations are fused into one warp by :class:`~core.augment.Policy`); on a 2-core CPU the
+augmentations are fused into one warp by :class:`~ablate.augment.Policy`); on a 2-core CPU the
 full seed-final policy yields ~3,300 images/s, ~75x what a U-Net training step consumes
 (``benchmarks/input_pipeline.py``), so per-batch vectorization is not needed.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from core.augment import Policy
+from ablate.augment import Policy
 
 
 def train_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, seed: int,

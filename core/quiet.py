@@ -3,7 +3,7 @@
 TensorFlow prints C++ lines when it loads ("Could not find cuda drivers", "failed call to
 cuInit" on CPU-only machines, "All log messages before absl::InitializeLog()"). Users read them
 as failures, and some are written to file descriptor 2 before any log level applies. So
-``install()`` (called by ``import core``) hooks the import of ``tensorflow``: while it runs,
+``install()`` (called by ``import ablate``) hooks the import of ``tensorflow``: while it runs,
 descriptor 2 goes to a temporary file; afterwards every line that is not start-up chatter is
 written back to the real stderr, so nothing else is lost. ``ablate --debug`` (or
 ``ABLATE_DEBUG=1``) turns the filter off and shows everything.

@@ -11,17 +11,17 @@ A spec may set exactly the keys the block uses: the constructor's arguments, les
 builder supplies for the whole kind (``supplied``, e.g. ``filters``), less any an entry declares
 ignored next to another key (``ignored_with``). A constructor must not accept an argument it
 ignores "for a uniform interface": the builder passes optional arguments only to blocks whose
-constructor names them (see ``core.models.unet.takes``).
+constructor names them (see ``ablate.models.unet.takes``).
 
 Registering a ``keras.layers.Layer`` (or any class with ``get_config``) also makes it
 Keras-serializable under the package ``ablate``, so a saved ``.keras`` model reloads in a
-fresh process after ``core.load_all()``.
+fresh process after ``ablate.load_all()``.
 
 Loading is lazy, so that commands which only read specs start without TensorFlow: the block
 modules (which import Keras) are imported by ``load_all()``, which the first ``get`` or ``build``
 calls. Until then, checking a spec (names, keys, value types and ranges) reads each entry's
 schema from ``core/registry_manifest.json``, a snapshot of the registries written by
-``python -m core.manifest`` (``make manifest``); ``tests/test_registry.py`` fails when the
+``python -m ablate.manifest`` (``make manifest``); ``tests/test_registry.py`` fails when the
 snapshot and the code disagree. Once the modules are loaded, the live entries are used.
 """
 
@@ -37,12 +37,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.errors import SpecError, excerpt
+from ablate.errors import SpecError, excerpt
 
 T = TypeVar("T")
 
 # The modules that register every shipped component (each imports Keras or TensorFlow).
-IMPLEMENTATIONS = ("core.augment", "core.blocks", "core.losses", "core.metrics", "core.models", "core.optim")
+IMPLEMENTATIONS = tuple(f"ablate.{m}" for m in ("augment", "blocks", "losses", "metrics", "models", "optim"))
 MANIFEST = Path(__file__).with_name("registry_manifest.json")
 _NO_DEFAULT = {"__no_default__": True}  # a default the manifest cannot hold as JSON (an object)
 
@@ -338,9 +338,9 @@ def _defaults(target: Callable[..., Any]) -> dict[str, Any]:
 
 def _check_scalar(where: str, value: Any, default: Any) -> None:
     """A value whose default is a bool must be one too; numbers and named keys are checked by
-    ``core.domains`` (finite, strict ints, ranges such as ``learning_rate > 0``), from the default
+    ``ablate.domains`` (finite, strict ints, ranges such as ``learning_rate > 0``), from the default
     alone, so that a bad value is refused when the spec is read, not mid-run or never."""
-    from core.domains import check_keyword, show
+    from ablate.domains import check_keyword, show
 
     if value is None:
         return
@@ -366,7 +366,7 @@ def _accepted_params(target: Callable[..., Any]) -> set[str]:
 
 # One registry per component kind. Modules under core/ register into these.
 # ``supplied``: what the builders pass (the task's classes and input shape; every block's width and
-# kernel penalty, see core.models.unet.Branch.block and the coarse-fine fusion).
+# kernel penalty, see ablate.models.unet.Branch.block and the coarse-fine fusion).
 _WIDTH = ("filters", "kernel_regularizer")
 MODELS = Registry("model", supplied=("num_classes", "input_shape"))
 CONV_BLOCKS = Registry("conv block", supplied=_WIDTH)

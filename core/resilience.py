@@ -38,8 +38,8 @@ from typing import Any, TypeVar
 import numpy as np
 from optuna.storages import RDBStorage
 
-from core import adapters
-from core.errors import AblateError
+from ablate import adapters
+from ablate.errors import AblateError
 
 T = TypeVar("T")
 

@@ -16,17 +16,17 @@ import keras
 import numpy as np
 import pandas as pd
 
-from core import memory, tracking
-from core.cost import flops_per_image
-from core.scoring import (
+from ablate import memory, tracking
+from ablate.cost import flops_per_image
+from ablate.scoring import (
     CLASS_NAMES,
     confusion_matrix,
     iou_from_confusion,
     iou_from_image_confusions,
     per_image_miou,
 )
-from core.spec import Spec, check_buildable
-from core.train import FitResult, Split, fit, load_data, masks_at, predict_masks, sample_index
+from ablate.spec import Spec, check_buildable
+from ablate.train import FitResult, Split, fit, load_data, masks_at, predict_masks, sample_index
 
 PER_IMAGE_ARTIFACT = "per_image.parquet"  # per-image validation IoU of the restored best model
 
@@ -50,12 +50,12 @@ def mask_sample(split: Split, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 def per_image_frame(index: np.ndarray, ious: np.ndarray) -> pd.DataFrame:
     """One row per image: its index in the loaded data, its mIoU and each scored class's IoU.
 
-    ``ious`` is :func:`core.scoring.per_image_iou` (or ``iou_from_image_confusions``): nan where
+    ``ious`` is :func:`ablate.scoring.per_image_iou` (or ``iou_from_image_confusions``): nan where
     a class is absent from an image.
 
     Example:
         >>> t = np.array([[[1, 2]]], dtype=np.uint8)
-        >>> from core.scoring import per_image_iou
+        >>> from ablate.scoring import per_image_iou
         >>> per_image_frame(np.array([7]), per_image_iou(t, t))[["index", "miou", "iou_soil"]].values.tolist()
         [[7.0, 1.0, 1.0]]
     """
@@ -77,7 +77,7 @@ def best_pass(model: keras.Model, split: Split, result: FitResult) -> float:
     """The best epoch's validation figures: sets ``result.extras["confusion"]`` (C, C) and
     ``["per_image"]`` (see :func:`per_image_frame`); returns the seconds per image of that pass.
 
-    They come from the best epoch's validation pass as it ran (``core.train.ValidationRecord``):
+    They come from the best epoch's validation pass as it ran (``ablate.train.ValidationRecord``):
     no second pass over the validation set. A fit without that record (no validation epoch
     finished) falls back to one timed prediction pass.
     """

@@ -2,7 +2,7 @@
 
 Mean IoU over classes 1-4 on labelled pixels: pixels whose ground truth is 0 are ignored; a
 labelled pixel predicted as 0 counts against its true class; classes absent from both truth and
-prediction are left out of the mean. ``core.metrics`` streams the same rule inside Keras; this
+prediction are left out of the mean. ``ablate.metrics`` streams the same rule inside Keras; this
 module is what reports, figures and the tracking code use, so they start without TensorFlow.
 """
 
@@ -78,7 +78,7 @@ def iou_from_image_confusions(confusions: np.ndarray) -> np.ndarray:
     """:func:`per_image_iou` from each image's (C, C) confusion counts (rows truth, columns prediction).
 
     This is how a run gets its per-image IoUs from the validation pass itself (the mIoU metric
-    keeps every image's counts, ``core.metrics.MeanIoU(record_images=N)``).
+    keeps every image's counts, ``ablate.metrics.MeanIoU(record_images=N)``).
     """
     cm = np.asarray(confusions)[:, 1:, :].astype(np.float64)  # drop truth-0 rows: unlabelled pixels are not scored
     tp = np.diagonal(cm[:, :, 1:], axis1=1, axis2=2)

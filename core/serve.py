@@ -3,7 +3,7 @@
 Both follow one policy: loopback only unless ``--insecure`` (neither server has any
 authentication); the URL is printed only once the server answers; a server that dies first is
 one error line with the tail of its log; and the server stops with the command, whether it is
-stopped by Ctrl-C, SIGTERM or SIGKILL (see ``core.signals``).
+stopped by Ctrl-C, SIGTERM or SIGKILL (see ``ablate.signals``).
 
 Example:
     >>> check_host("192.168.1.5", insecure=False, what="the MLflow UI")
@@ -27,8 +27,8 @@ from socketserver import ThreadingMixIn
 from typing import Any, NoReturn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from core import signals
-from core.errors import AblateError
+from ablate import signals
+from ablate.errors import AblateError
 
 STARTUP_S = 300.0  # an MLflow server on a loaded laptop takes a minute or more to answer
 STOP_S = signals.KEEPER_GRACE_S + 5  # the keeper ends the server's group within its own grace
@@ -110,7 +110,7 @@ def log_tail(path: Path) -> str:
 
 def serve_child(cmd: list[str], url: str, log: Path, what: str, announce: str,
                 env: dict[str, str] | None = None) -> NoReturn:
-    """Runs the server ``cmd`` under a keeper (see ``core.signals.keep``), logging to ``log``.
+    """Runs the server ``cmd`` under a keeper (see ``ablate.signals.keep``), logging to ``log``.
 
     Prints ``announce`` once ``url`` answers, then serves until stopped; always ends the server.
     A server that exits by itself is an error (one line, with the tail of its log).

@@ -23,10 +23,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core.errors import SpecError, excerpt
-from core.names import check_name
-from core.task import check_depth
-from core.yamlio import MAX_KEY, _SpecLoader, excerpt_text, load_file, load_text, shown  # noqa: F401 - _SpecLoader: re-exported
+from ablate.errors import SpecError, excerpt
+from ablate.names import check_name
+from ablate.task import check_depth
+from ablate.yamlio import MAX_KEY, _SpecLoader, excerpt_text, load_file, load_text, shown  # noqa: F401 - _SpecLoader: re-exported
 
 Block = dict[str, Any]  # {"type": registry name, **kwargs}
 MAX_SEED = 2**32 - 1  # the largest seed NumPy's generators accept
@@ -38,7 +38,7 @@ class _Strict(BaseModel):
 
 
 class DataSpec(_Strict):
-    # None means the embedded synthetic default (generated on first use, see core.data.default).
+    # None means the embedded synthetic default (generated on first use, see ablate.data.default).
     path: str | None = None
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # the course split: 80/20
     limit: int | None = Field(None, ge=2)  # first N training pairs, for quick runs
@@ -94,10 +94,10 @@ class Spec(_Strict):
 
         Every section that changes training (seed, data, model, loss, optimizer, schedule, train,
         augment), with ``data.path`` replaced by ``data.fingerprint``, the identity of the data's
-        content (``core.data.loader.data_identity``): the same file copied elsewhere is the same
+        content (``ablate.data.loader.data_identity``): the same file copied elsewhere is the same
         data, and a file rewritten at the same path is not. Left out: ``name`` and ``tracking``,
         which change what is logged, not what is trained. ``data.path: null`` (the synthetic
-        default) is identified by its generator (``core.data.default.default_data_identity``);
+        default) is identified by its generator (``ablate.data.default.default_data_identity``);
         a missing file by ``missing:<absolute path>`` (the loader raises when a run loads it).
 
         Example:
@@ -129,10 +129,10 @@ _NOT_IDENTITY = ("name", "tracking")
 def data_fingerprint(path: str | None) -> str:
     """The identity of a spec's data: the content fingerprint of ``path``, or of the default set."""
     if path is None:
-        from core.data.default import default_data_identity
+        from ablate.data.default import default_data_identity
 
         return default_data_identity()
-    from core.data.loader import data_identity
+    from ablate.data.loader import data_identity
 
     return data_identity(path)
 
@@ -154,7 +154,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 def parse_value(text: str) -> Any:
     """Parses an override's value as YAML (``3`` -> int, ``[a, b]`` -> list, ``null``); text that is
-    not YAML stays a string. The reader's limits apply (see ``core.yamlio``)."""
+    not YAML stays a string. The reader's limits apply (see ``ablate.yamlio``)."""
     try:
         return load_text(text, f"Override value {excerpt(text, 40)}")
     except yaml.YAMLError:
@@ -224,7 +224,7 @@ MAX_BASE_CHAIN = 8  # files in one `base:` chain (the presets use at most 4)
 
 
 def read_yaml(path: str | Path, what: str = "Spec file") -> dict[str, Any]:
-    """Reads a YAML file that holds a mapping, through ``core.yamlio`` (size, encoding, duplicate keys,
+    """Reads a YAML file that holds a mapping, through ``ablate.yamlio`` (size, encoding, duplicate keys,
     aliases, depth). An empty file is an error, not the default spec: it is almost always a mistake.
     ``what`` ("Spec file", "Ablation file", "Study file") starts every message."""
     p = Path(path)
@@ -304,7 +304,7 @@ def validate(raw: Mapping[str, Any]) -> Spec:
 
 def _validate_blocks(spec: Spec) -> None:
     """Names, keys and value types of every block, from the registries' schemas (no TensorFlow)."""
-    from core import registry as R
+    from ablate import registry as R
 
     R.MODELS.validate(spec.model, where="model")  # num_classes and input_shape: supplied by the task
     schema = R.MODELS.schema(spec.model["type"])
@@ -330,7 +330,7 @@ def check_buildable(spec: Spec) -> None:
     A model section that passed is remembered for this process (a campaign checks every arm
     before queueing and each run checks again: one check per architecture is enough).
     """
-    from core import registry as R
+    from ablate import registry as R
 
     key = json.dumps(spec.model, sort_keys=True, default=str)
     if key in _BUILDABLE:

@@ -12,8 +12,8 @@ from pathlib import Path
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from core.errors import AblateError
-from core.resilience import ReconnectingRDBStorage
+from ablate.errors import AblateError
+from ablate.resilience import ReconnectingRDBStorage
 
 # A trial whose worker has not beaten for GRACE seconds is failed and retried. Short enough to
 # recover quickly, long enough that a busy CPU step never misses a beat.

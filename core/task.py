@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import SpecError
+from ablate.errors import SpecError
 
 INPUT_SHAPE = (64, 128, 1)  # the course's Mars terrain tiles: height, width, channels
 MAX_DEPTH = 5  # 64 / 2**5 = 2 rows at the bottleneck: the most a 64x128 input allows

@@ -26,11 +26,11 @@ import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from core import resilience
-from core.errors import AblateError
-from core.scoring import CLASS_COLOURS, CLASS_NAMES
-from core.signals import describe
-from core.spec import Spec
+from ablate import resilience
+from ablate.errors import AblateError
+from ablate.scoring import CLASS_COLOURS, CLASS_NAMES
+from ablate.signals import describe
+from ablate.spec import Spec
 
 LOCAL_STORE = Path("mlruns")
 
@@ -172,7 +172,7 @@ def tracked_run(
     """Starts a run, logs the spec, and always ends it: FINISHED, FAILED or KILLED.
 
     What is logged inside goes through the run's background delivery queue
-    (``core.resilience.Delivery``): if the tracking server goes away, training goes on and the
+    (``ablate.resilience.Delivery``): if the tracking server goes away, training goes on and the
     queue delivers everything in order once it is back. The run ends only after that.
     """
     owner = {"ablate.host": platform.node(), "ablate.pid": str(os.getpid())}  # lets `ablate doctor` spot a dead owner
@@ -184,7 +184,7 @@ def tracked_run(
             delivery.log_params(spec.flat())
             delivery.log_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True), "spec.json")
             yield run
-        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGHUP under core.signals
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGHUP under ablate.signals
             _end(run, delivery, "KILLED", describe(e))
             raise
         except BaseException as e:
@@ -381,10 +381,10 @@ def log_figure(fig: Any, name: str) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    """``tracking.MlflowLogger``: the Keras callback lives in ``core.epoch_logger``, so that
+    """``tracking.MlflowLogger``: the Keras callback lives in ``ablate.epoch_logger``, so that
     importing this module (every command that reads the tracking store) needs no TensorFlow."""
     if name == "MlflowLogger":
-        from core.epoch_logger import MlflowLogger
+        from ablate.epoch_logger import MlflowLogger
 
         return MlflowLogger
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
-"""Training: spec -> data -> model -> Keras ``fit``. No tracking here (see core.tracking).
+"""Training: spec -> data -> model -> Keras ``fit``. No tracking here (see ablate.tracking).
 
 Example:
-    >>> from core.spec import load_spec
+    >>> from ablate.spec import load_spec
     >>> result = fit(load_spec("ablations/presets/unet-baseline.yaml", ["train.epochs=1"]))
     >>> result.best["val_miou"]
 """
@@ -20,15 +20,15 @@ from typing import Any
 import keras
 import numpy as np
 
-from core.augment import Policy
-from core.data.default import default_data_path
-from core.data.loader import MarsData, cached_fingerprint, load_npz, split_indices
-from core.errors import SpecError
-from core.metrics import segmentation_metrics
-from core.models import build_model
-from core.pipeline import eval_dataset, train_dataset
-from core.registry import LOSSES, OPTIMIZERS, SCHEDULES
-from core.spec import Spec
+from ablate.augment import Policy
+from ablate.data.default import default_data_path
+from ablate.data.loader import MarsData, cached_fingerprint, load_npz, split_indices
+from ablate.errors import SpecError
+from ablate.metrics import segmentation_metrics
+from ablate.models import build_model
+from ablate.pipeline import eval_dataset, train_dataset
+from ablate.registry import LOSSES, OPTIMIZERS, SCHEDULES
+from ablate.spec import Spec
 
 
 @dataclass
@@ -79,7 +79,7 @@ def load_data(spec: Spec, data: MarsData | None = None) -> Split:
     images, masks, groups = data.images, data.masks, data.groups
     keep = np.arange(len(masks), dtype=np.int64)  # index in the loaded data of each kept pair
     if spec.data.clean:
-        from core.data.clean import find_outliers
+        from ablate.data.clean import find_outliers
 
         removed = np.asarray(find_outliers(masks, images=images).removed, dtype=int)
         keep = np.setdiff1d(keep, removed)
@@ -278,7 +278,7 @@ def fit(
 
 def _miou_metric(model: keras.Model) -> Any:
     """The compiled ``MeanIoU`` that records images (Keras nests compiled metrics in a container)."""
-    from core.metrics import MeanIoU
+    from ablate.metrics import MeanIoU
 
     stack = list(model.metrics)
     while stack:

@@ -27,7 +27,7 @@ import yaml
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from core.errors import SpecError
+from ablate.errors import SpecError
 
 MAX_BYTES = 1 << 20  # 1 MiB: the largest shipped file is under 4 KB
 MAX_DEPTH = 64  # nesting levels, aliases expanded; a spec nests about 5 deep, Python recursion fails near 330

@@ -196,9 +196,9 @@ def queue_ablation(path: Path, overrides: Sequence[str], storage: str, tracking_
     """Queues every (arm, seed) of the ablation file without running any; returns the queue name."""
     import mlflow
 
-    from core.ablation.design import load_ablation
-    from core.ablation.runner import prepare
-    from core.storage import open_storage
+    from ablate.ablation.design import load_ablation
+    from ablate.ablation.runner import prepare
+    from ablate.storage import open_storage
 
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
@@ -212,7 +212,7 @@ def queue_ablation(path: Path, overrides: Sequence[str], storage: str, tracking_
 def start_worker(study: str, storage: str, tracking_uri: str, log: Path,
                  env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``ablate worker`` on the queue, in its own process group, output to ``log``."""
-    cmd = [sys.executable, "-m", "core.cli", "worker", "--study", study, "--storage", storage,
+    cmd = [sys.executable, "-m", "ablate.cli", "worker", "--study", study, "--storage", storage,
            "--tracking-uri", tracking_uri, "--quiet"]
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
@@ -221,7 +221,7 @@ def start_worker(study: str, storage: str, tracking_uri: str, log: Path,
 
 def run_ablate(args: Sequence[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:  # noqa: ANN003
     """``ablate ARGS`` as a child process (output passed through unless captured)."""
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "ablate.cli", *args], cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, **kwargs)
 
 
@@ -257,8 +257,8 @@ def audit_ablation(study_name: str, storage: str, tracking_uri: str, epochs: int
     import optuna
     from mlflow.tracking import MlflowClient
 
-    from core.campaign import running_runs
-    from core.storage import load_study, open_storage
+    from ablate.campaign import running_runs
+    from ablate.storage import load_study, open_storage
 
     client = MlflowClient(tracking_uri)
     study = load_study(study_name, open_storage(storage))
@@ -325,7 +325,7 @@ def _serve_until_interrupted(storage: str, uri: str) -> None:
 
 
 def _redact(url: str) -> str:
-    from core.resilience import redact_text
+    from ablate.resilience import redact_text
 
     return redact_text(url)
 

@@ -20,9 +20,9 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.adapters import PARENT_TAG  # noqa: E402
-from core.campaign import TrialKind, child_tags, remember_run, require_parent, work_on  # noqa: E402
-from core.signals import exit_code  # noqa: E402
+from ablate.adapters import PARENT_TAG  # noqa: E402
+from ablate.campaign import TrialKind, child_tags, remember_run, require_parent, work_on  # noqa: E402
+from ablate.signals import exit_code  # noqa: E402
 
 STUCK = 77  # a trial of this x blocks until the file named by $TOY_RELEASE exists (a worker that hangs)
 

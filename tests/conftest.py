@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import mlflow_server
 
-# Caches a run keeps between processes (FLOPs per architecture, core.cost) stay out of $HOME.
+# Caches a run keeps between processes (FLOPs per architecture, ablate.cost) stay out of $HOME.
 if "ABLATE_CACHE" not in os.environ:
     os.environ["ABLATE_CACHE"] = tempfile.mkdtemp(prefix="ablate-test-cache-")
     atexit.register(shutil.rmtree, os.environ["ABLATE_CACHE"], True)  # the suite's own folder, removed after it
@@ -21,7 +21,7 @@ if "ABLATE_CACHE" not in os.environ:
 @pytest.fixture(scope="session")
 def synth_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny synthetic data set in the course format: 160 training pairs, 8 test images."""
-    from core.data.synth import generate, write_npz
+    from ablate.data.synth import generate, write_npz
 
     path = tmp_path_factory.mktemp("data") / "synth.npz"
     write_npz(path, generate(160, seed=0, n_test=8))

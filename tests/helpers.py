@@ -73,7 +73,7 @@ def ablate_command() -> list[str]:
     script = Path(sys.executable).with_name("ablate")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from core.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from ablate.cli import main; sys.exit(main())"]
 
 
 def run_cli(args: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None,
@@ -182,7 +182,7 @@ def assert_clean_failure(code: int, stderr: str, pattern: str, exit_code: int = 
 
 def cli_in_process(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """Runs ``ablate ARGV`` in this process (no interpreter start-up): (exit code, stdout, stderr)."""
-    from core.cli.main import main
+    from ablate.cli.main import main
 
     capsys.readouterr()
     try:

@@ -15,8 +15,8 @@ import yaml
 from helpers import ROOT, TINY_MODEL, real_data_path, requires_real_data
 from mlflow.tracking import MlflowClient
 
-from core.ablation.design import load_ablation
-from core.errors import SpecError
+from ablate.ablation.design import load_ablation
+from ablate.errors import SpecError
 
 PRESET = str(ROOT / "ablations/presets/unet-baseline.yaml")
 TINY = [*TINY_MODEL, "tracking.mask_every=0", "train.batch_size=16"]
@@ -102,7 +102,7 @@ def test_every_shipped_ablation_expands(path):
 # --- the queue (no training) ----------------------------------------------------------------
 
 def test_pairs_are_queued_once_named_for_the_dashboard_and_counted(tmp_path):
-    from core.ablation.runner import all_pairs, counts, describe, enqueue_missing, pairs_round
+    from ablate.ablation.runner import all_pairs, counts, describe, enqueue_missing, pairs_round
 
     ab = load_ablation(write(tmp_path, ablation({"skip": {"add": {"skip": {"type": "add"}}}})))
     study = optuna.create_study(direction="maximize")
@@ -128,7 +128,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def _cmd(path: Path, tmp_path: Path, *extra: str) -> list[str]:
     data = real_data_path()
-    return [sys.executable, "-m", "core.cli", "ablation", "run", str(path), *TINY, f"data.path={data}",
+    return [sys.executable, "-m", "ablate.cli", "ablation", "run", str(path), *TINY, f"data.path={data}",
             "--storage", f"sqlite:///{tmp_path}/optuna.db", "--report-dir", str(tmp_path / "report"), *extra]
 
 
@@ -159,7 +159,7 @@ def test_end_to_end_report_rebuilt_from_mlflow_equals_first(tmp_path):
     assert {f"report/{f}" for f in ("report.md", "report.csv", "deltas.png", "per_class.png", "masks.png")} <= names
     assert "baseline_val_miou" in client.get_run(parent.info.run_id).data.metrics
 
-    rebuilt = subprocess.run([sys.executable, "-m", "core.cli", "ablation", "report", "e2e", "--out",
+    rebuilt = subprocess.run([sys.executable, "-m", "ablate.cli", "ablation", "report", "e2e", "--out",
                               str(tmp_path / "again")], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=300)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Pins the private and unstable library APIs that ``core.adapters`` holds.
+"""Pins the private and unstable library APIs that ``ablate.adapters`` holds.
 
 Each installed version must lie in the range the adapters were written for, and each private
 attribute or function must still exist and do what the project uses it for. A failure here
@@ -22,7 +22,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState, create_trial
 from packaging.version import Version
 
-from core import adapters
+from ablate import adapters
 
 
 @pytest.mark.parametrize("package", sorted(adapters.TESTED))
@@ -38,7 +38,7 @@ def test_installed_version_is_in_the_range_the_adapters_were_written_for(package
 
 @pytest.mark.parametrize("name", adapters.RDB_CALLS)
 def test_every_storage_call_that_resilience_retries_exists_and_is_wrapped(name: str) -> None:
-    from core.resilience import ReconnectingRDBStorage
+    from ablate.resilience import ReconnectingRDBStorage
 
     original = getattr(RDBStorage, name, None)
     assert callable(original), f"RDBStorage.{name} is gone"

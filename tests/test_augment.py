@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import load_all
-from core.augment import Policy, warp
-from core.errors import SpecError
-from core.pipeline import train_dataset
-from core.registry import AUGMENTATIONS
-from core.spec import validate
+from ablate import load_all
+from ablate.augment import Policy, warp
+from ablate.errors import SpecError
+from ablate.pipeline import train_dataset
+from ablate.registry import AUGMENTATIONS
+from ablate.spec import validate
 
 load_all()  # registers every block (a saved model of this project reloads)
 

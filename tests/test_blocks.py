@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import load_all
-from core.blocks.base import DropPath
-from core.errors import SpecError
-from core.models import build_model
-from core.registry import ALL_REGISTRIES, CONV_BLOCKS, REGULARIZERS, SKIPS
-from core.spec import check_buildable, load_spec
+from ablate import load_all
+from ablate.blocks.base import DropPath
+from ablate.errors import SpecError
+from ablate.models import build_model
+from ablate.registry import ALL_REGISTRIES, CONV_BLOCKS, REGULARIZERS, SKIPS
+from ablate.spec import check_buildable, load_spec
 
 load_all()  # registers every block
 
@@ -137,9 +137,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import core
+import ablate
 
-core.load_all()  # what a user calls before loading a model of this project
+ablate.load_all()  # what a user calls before loading a model of this project
 
 folder = Path(sys.argv[1])
 x = np.load(folder / "x.npy")
@@ -216,7 +216,7 @@ def test_a_constructor_check_is_a_spec_error_before_training() -> None:
 
 # --- explicit registration -------------------------------------------------------------------
 
-@pytest.mark.parametrize("package", ["core.blocks", "core.models"])
+@pytest.mark.parametrize("package", ["ablate.blocks", "ablate.models"])
 def test_every_module_is_imported_by_its_package(package: str) -> None:
     folder = ROOT / package.replace(".", "/")
     modules = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}

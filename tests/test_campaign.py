@@ -22,8 +22,8 @@ from helpers import ROOT
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState, create_trial
 
-from core.adapters import PARENT_TAG, retried_from, trial_id
-from core.campaign import (
+from ablate.adapters import PARENT_TAG, retried_from, trial_id
+from ablate.campaign import (
     Counts,
     Launch,
     ParentRun,
@@ -42,7 +42,7 @@ from core.campaign import (
     tally,
     work,
 )
-from core.errors import AblateError
+from ablate.errors import AblateError
 
 
 def key(attrs):  # noqa: ANN001, ANN201 - a trial's key: the number it squares
@@ -70,7 +70,7 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def storage_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    from core import storage
+    from ablate import storage
 
     monkeypatch.setattr(storage, "HEARTBEAT_S", 1)  # what ABLATE_HEARTBEAT_S=1 sets in a new process
     monkeypatch.setattr(storage, "GRACE_S", 2)
@@ -78,7 +78,7 @@ def storage_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def toy_campaign(storage_url: str, name: str) -> tuple[optuna.Study, str]:
-    from core.storage import open_storage
+    from ablate.storage import open_storage
 
     study = open_queue(name, open_storage(storage_url), kind="toy")
     return study, ensure_parent(study, ParentRun(name, tags={"toy": name}, params={"n": 3},
@@ -129,7 +129,7 @@ def test_queue_grows_between_rounds_and_runs_only_what_is_missing(storage_url: s
 
 
 def test_a_name_taken_by_another_kind_is_an_error(storage_url: str, tracking_uri: str) -> None:
-    from core.storage import open_storage
+    from ablate.storage import open_storage
 
     study, _ = toy_campaign(storage_url, "kinds")
     with pytest.raises(AblateError, match=r"'kinds' in this storage is not a ablation \(it is a toy\)"):
@@ -203,7 +203,7 @@ def test_ctrl_c_ends_the_parent_killed_and_an_error_failed(storage_url: str, tra
 
 def test_a_trial_left_running_by_a_dead_worker_is_failed_requeued_and_run_again(storage_url: str,
                                                                                  tracking_uri: str) -> None:
-    from core.storage import open_storage
+    from ablate.storage import open_storage
 
     storage = open_storage(storage_url)
     study, parent = toy_campaign(storage_url, "crash")
@@ -250,7 +250,7 @@ def test_launch_needs_a_worker() -> None:
 # --- listings and layering ------------------------------------------------------------------------
 
 def test_child_runs_reads_every_page(tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.campaign import runs
+    from ablate.campaign import runs
 
     monkeypatch.setattr(runs, "PAGE", 2)
     client = MlflowClient()
@@ -272,6 +272,6 @@ def _imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("path", sorted((ROOT / "core/campaign").glob("*.py")) + [ROOT / "core/adapters.py"],
                          ids=lambda p: p.name)
 def test_the_engine_imports_nothing_that_uses_it(path: Path) -> None:
-    users = ("core.ablation", "core.study", "core.export", "core.cli", "core.doctor")
+    users = ("ablate.ablation", "ablate.study", "ablate.export", "ablate.cli", "ablate.doctor")
     assert not [m for m in _imports(path) if m.startswith(users)], f"{path.name} imports a user of the engine"
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from helpers import PRESET, ROOT, assert_one_error_line, run_cli
 
-import core.data.io
-from core.cli.main import main
-from core.errors import DataError, SpecError
+import ablate.data.io
+from ablate.cli.main import main
+from ablate.errors import DataError, SpecError
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -96,7 +96,7 @@ def test_unexpected_errors_are_one_line_too(capsys: pytest.CaptureFixture[str], 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("core.data.inspect_npz", broken)
+    monkeypatch.setattr("ablate.data.inspect_npz", broken)
     code, _, err = cli(capsys, "data", "inspect", str(tmp_path / "x.npz"))
     assert code == 1
     assert_one_error_line(err, r"^ablate: error: RuntimeError: disk on fire \(rerun with --debug for the traceback\)$")
@@ -119,7 +119,7 @@ def test_the_installed_command_prints_no_traceback_unless_debug(garbage_npz: Pat
     debug = run_cli(["--debug", "data", "inspect", str(garbage_npz)])
     assert debug.returncode == 1  # Python's own exit status for an uncaught exception
     assert "Traceback (most recent call last)" in debug.stderr
-    assert "core.errors.DataError: " in debug.stderr
+    assert "ablate.errors.DataError: " in debug.stderr
 
 
 def test_synth_then_inspect(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_a_write_that_fails_midway_leaves_nothing(capsys: pytest.CaptureFixture[
         fh.write(b"PK\x03\x04 half an archive")  # type: ignore[attr-defined]
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(core.data.io.np, "savez_compressed", half_write)
+    monkeypatch.setattr(ablate.data.io.np, "savez_compressed", half_write)
     out_path = tmp_path / "s.npz"
     code, _, err = cli(capsys, "data", "synth", "--out", str(out_path), "--n", "4", "--n-test", "0")
     assert code != 0
@@ -189,7 +189,7 @@ def test_a_failed_write_keeps_the_previous_file(capsys: pytest.CaptureFixture[st
         fh.write(b"PK\x03\x04 half")  # type: ignore[attr-defined]
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(core.data.io.np, "savez_compressed", half_write)
+    monkeypatch.setattr(ablate.data.io.np, "savez_compressed", half_write)
     assert cli(capsys, "data", "synth", "--out", str(out_path), "--n", "6", "--n-test", "0")[0] != 0
     assert out_path.read_bytes() == before
     assert files_in(tmp_path) == ["s.npz"]

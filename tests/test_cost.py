@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import pytest
 
-from core import cost
+from ablate import cost
 
 
 def conv_model(bias: bool) -> keras.Model:

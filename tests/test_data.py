@@ -1,4 +1,4 @@
-"""Tests of core.data: loader validation, splits, synthetic data, cleaning, inspect, AI4Mars import."""
+"""Tests of ablate.data: loader validation, splits, synthetic data, cleaning, inspect, AI4Mars import."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import core.data as data_pkg
-from core.data import (
+import ablate.data as data_pkg
+from ablate.data import (
     clean_npz,
     find_outliers,
     format_summary,
@@ -25,7 +25,7 @@ from core.data import (
     split_indices,
     write_npz,
 )
-from core.errors import DataError
+from ablate.errors import DataError
 
 REAL = Path(__file__).parents[1].parent / "shared/data/mars_ai4mars_64x128.npz"
 README_SHARES = {0: 0.435, 1: 0.208, 2: 0.282, 3: 0.071, 4: 0.0049}

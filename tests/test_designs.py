@@ -13,10 +13,10 @@ import pytest
 import yaml
 from helpers import PRESET
 
-from core.ablation.design import AblationFile, Arm, load_ablation
-from core.ablation.designs import DESIGNS, Design, DesignAnalysis, Factorial
-from core.errors import SpecError
-from core.spec import read_yaml, resolve_base
+from ablate.ablation.design import AblationFile, Arm, load_ablation
+from ablate.ablation.designs import DESIGNS, Design, DesignAnalysis, Factorial
+from ablate.errors import SpecError
+from ablate.spec import read_yaml, resolve_base
 
 SKIPS = {"add": {"skip": {"type": "add"}}, "multiply": {"skip": {"type": "multiply"}}}
 DEPTHS = {"d2": {"depth": 2}, "d4": {"depth": 4}}

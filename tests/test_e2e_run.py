@@ -22,10 +22,10 @@ from helpers import (
 )
 from mlflow.tracking import MlflowClient
 
-from core import load_all
-from core.data.loader import file_fingerprint
-from core.metrics import CLASS_NAMES
-from core.spec import load_spec
+from ablate import load_all
+from ablate.data.loader import file_fingerprint
+from ablate.metrics import CLASS_NAMES
+from ablate.spec import load_spec
 
 pytestmark = pytest.mark.slow
 
@@ -147,8 +147,8 @@ def test_validation_predictions_are_what_the_per_image_record_scored(finished_ru
     figures) scores, image by image, exactly what per_image.parquet logged."""
     import pandas as pd
 
-    from core.data.loader import load_npz
-    from core.scoring import per_image_iou, per_image_miou
+    from ablate.data.loader import load_npz
+    from ablate.scoring import per_image_iou, per_image_miou
 
     client, run_id = finished_run["client"], finished_run["run"].info.run_id
     with np.load(client.download_artifacts(run_id, "predictions/val.npz", str(tmp_path))) as logged:
@@ -167,7 +167,7 @@ def test_a_failing_model_save_raises_and_leaves_no_files(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import tempfile
 
-    from core import tracking
+    from ablate import tracking
 
     class Unsavable:
         def save(self, path: Path) -> None:
@@ -184,8 +184,8 @@ def test_a_failing_model_save_raises_and_leaves_no_files(tmp_path: Path,
 # that no spec validation can move earlier.
 INJECT = """
 import sys
-from core import tracking
-from core.cli import main
+from ablate import tracking
+from ablate.cli import main
 
 logged = tracking.MlflowLogger.on_epoch_end
 def on_epoch_end(self, epoch, logs=None):
@@ -249,8 +249,8 @@ class Boom(keras.callbacks.Callback):
 
 
 def test_a_run_that_fails_mid_training_ends_failed(mlflow_uri: str, synth_npz: Path, tmp_path: Path) -> None:
-    from core import tracking
-    from core.runner import run_spec
+    from ablate import tracking
+    from ablate.runner import run_spec
 
     spec = load_spec(PRESET, [f"data.path={synth_npz}", "data.limit=64", *TINY_MODEL, "train.epochs=2",
                               "tracking.mask_every=1"])
@@ -275,8 +275,8 @@ def test_a_run_that_fails_mid_training_ends_failed(mlflow_uri: str, synth_npz: P
 def test_a_local_sqlite_store_keeps_its_artifacts_beside_it(tmp_path: Path, synth_npz: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The `make demo` path without a server: everything lands next to the database, nothing in the cwd."""
-    from core import tracking
-    from core.runner import run_spec
+    from ablate import tracking
+    from ablate.runner import run_spec
 
     store, cwd = tmp_path / "store", tmp_path / "cwd"
     store.mkdir()

@@ -30,7 +30,7 @@ def test_planted_bad_variant_is_found_worse_on_real_data(tmp_path: Path) -> None
     path = tmp_path / "planted.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
-    cmd = [sys.executable, "-m", "core.cli", "ablation", "run", str(path), *TINY_MODEL, "model.filters=8",
+    cmd = [sys.executable, "-m", "ablate.cli", "ablation", "run", str(path), *TINY_MODEL, "model.filters=8",
            "tracking.mask_every=0", "train.batch_size=8", "optimizer.learning_rate=0.003",
            f"data.path={real_data_path()}",
            "--storage", f"sqlite:///{tmp_path}/optuna.db", "--report-dir", str(tmp_path / "report")]
@@ -59,7 +59,7 @@ def test_planted_bad_variant_is_found_worse_on_real_data(tmp_path: Path) -> None
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/deltas.png"} <= names
 
-    from core.adapters import get_note
+    from ablate.adapters import get_note
 
     study = optuna.load_study(study_name="ablation.planted", storage=f"sqlite:///{tmp_path}/optuna.db")
     note = get_note(study)

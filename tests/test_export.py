@@ -28,16 +28,16 @@ import pytest
 from helpers import assert_one_error_line, free_port
 from mlflow.tracking import MlflowClient
 
-from core import load_all, tracking
-from core.cli.main import main
-from core.data.synth import generate
-from core.errors import AblateError
-from core.export import ExportError, ExportResult, Selector, export_model, select
-from core.export import check as chk
-from core.export.select import pareto_front
-from core.metrics import CLASS_COLOURS, CLASS_NAMES
-from core.runner import run_spec
-from core.spec import validate
+from ablate import load_all, tracking
+from ablate.cli.main import main
+from ablate.data.synth import generate
+from ablate.errors import AblateError
+from ablate.export import ExportError, ExportResult, Selector, export_model, select
+from ablate.export import check as chk
+from ablate.export.select import pareto_front
+from ablate.metrics import CLASS_COLOURS, CLASS_NAMES
+from ablate.runner import run_spec
+from ablate.spec import validate
 
 load_all()  # registers the blocks: a model.keras of this project reloads
 
@@ -89,7 +89,7 @@ class Store:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    from core.data.synth import write_npz
+    from ablate.data.synth import write_npz
 
     root = tmp_path_factory.mktemp("export")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -133,13 +133,13 @@ class Expected:
     """
 
     def __init__(self, bundle: Path, images: np.ndarray) -> None:
-        from core.export.formats import keras_probabilities, load_keras
+        from ablate.export.formats import keras_probabilities, load_keras
 
         self.probs = keras_probabilities(load_keras(bundle / "model.keras"),
                                          (images.astype(np.float32) / 255.0)[..., None])
 
     def check(self, masks: np.ndarray) -> None:
-        from core.export.check import PROB_ATOL, compare
+        from ablate.export.check import PROB_ATOL, compare
 
         result = compare("masks", self.probs, np.asarray(masks), None, PROB_ATOL)
         assert result.ok, result.line()
@@ -206,7 +206,7 @@ def test_saved_model_runs_in_a_process_that_cannot_import_the_project(store: Sto
 import sys
 sys.path.append({site!r})
 try:
-    import core
+    import ablate
 except ImportError:
     pass
 else:
@@ -321,7 +321,7 @@ def test_study_export_takes_the_best_finished_trial_and_refits_it(store: Store) 
 
 
 def test_predict_from_the_registry_matches_the_export_folder(store: Store, tmp_path: Path) -> None:
-    from core.export import load_predictor, predict_file
+    from ablate.export import load_predictor, predict_file
 
     a = predict_file(load_predictor("models:/stu@champion"), store.data, tmp_path / "a.npz")
     b = predict_file(load_predictor(str(store.study.out_dir)), store.data, tmp_path / "b.npz")
@@ -334,7 +334,7 @@ def test_predict_from_the_registry_matches_the_export_folder(store: Store, tmp_p
 def test_reload_check_fails_when_a_format_differs(store: Store, tmp_path: Path) -> None:
     import shutil
 
-    from core.export.formats import load_keras
+    from ablate.export.formats import load_keras
 
     bundle = tmp_path / "bundle"
     shutil.copytree(store.ablation.out_dir, bundle)
@@ -359,7 +359,7 @@ def metrics_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 def ablation_of(client: MlflowClient, name: str, arms: dict[str, list[float]], baseline: str = "",
                 seeds: dict[str, list[int]] | None = None, metric: str = "best_val_miou") -> dict[str, list[str]]:
-    """A parent run tagged like ``core.ablation.runner.ensure_parent`` and one FINISHED run per (arm, seed)."""
+    """A parent run tagged like ``ablate.ablation.runner.ensure_parent`` and one FINISHED run per (arm, seed)."""
     pid = parent(client, name, {"ablate.kind": "ablation", "ablation": name, "design": "fixed"})
     ids: dict[str, list[str]] = {}
     for variant, values in arms.items():
@@ -400,7 +400,7 @@ def test_ablation_export_refuses_a_winner_indistinguishable_from_the_runner_up(m
 
 def test_ablation_export_states_the_evidence_when_the_winner_is_consistently_better(
         metrics_client: MlflowClient) -> None:
-    from core.export import card
+    from ablate.export import card
 
     arms = {"a": [0.741, 0.729, 0.754, 0.738, 0.745],  # b + 0.021, 0.019, 0.024, 0.018, 0.022
             "b": [0.720, 0.710, 0.730, 0.720, 0.723], "base": [0.70, 0.69, 0.71, 0.70, 0.70]}
@@ -514,7 +514,7 @@ def test_cli_refuses_an_unsupported_winner_and_force_exports_it(store: Store, tm
 def _block_configs() -> list[dict]:
     """coarse_fine models that together use every conv block, skip, bottleneck, upsampler,
     regularizer and fusion: config k's local branch takes entry 2k, its global branch 2k + 1."""
-    from core.registry import BOTTLENECKS, CONV_BLOCKS, FUSIONS, REGULARIZERS, SKIPS, UPSAMPLERS
+    from ablate.registry import BOTTLENECKS, CONV_BLOCKS, FUSIONS, REGULARIZERS, SKIPS, UPSAMPLERS
 
     kinds = {"conv": CONV_BLOCKS, "skip": SKIPS, "bottleneck": BOTTLENECKS, "upsample": UPSAMPLERS,
              "regularizer": REGULARIZERS}
@@ -534,8 +534,8 @@ def _block_configs() -> list[dict]:
 def test_every_block_exports_to_every_format(config: dict, tmp_path: Path) -> None:
     import keras
 
-    from core.export.formats import write_saved_model, write_tflite
-    from core.models import build_model
+    from ablate.export.formats import write_saved_model, write_tflite
+    from ablate.models import build_model
 
     keras.utils.set_random_seed(0)
     model = build_model(config)

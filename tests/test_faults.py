@@ -49,13 +49,13 @@ class FlakyClient:
 
 @pytest.fixture
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    from core import resilience
+    from ablate import resilience
 
     monkeypatch.setattr(resilience, "MAX_BACKOFF_S", 0.01)
 
 
 def test_delivery_retries_in_order_and_duplicates_nothing(quick_backoff: None) -> None:
-    from core.resilience import Delivery
+    from ablate.resilience import Delivery
 
     client = FlakyClient(failures=5)
     delivery = Delivery("run0", client=client)
@@ -67,7 +67,7 @@ def test_delivery_retries_in_order_and_duplicates_nothing(quick_backoff: None) -
 
 def test_delivery_reports_and_skips_what_the_server_refuses(quick_backoff: None,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from core.resilience import Delivery
+    from ablate.resilience import Delivery
 
     client = FlakyClient(failures=0, refuse=lambda rows: any(m.step == 1 for m in rows))
     delivery = Delivery("run1", client=client)
@@ -81,7 +81,7 @@ def test_delivery_reports_and_skips_what_the_server_refuses(quick_backoff: None,
 def test_transient_errors_are_told_from_bad_requests() -> None:
     from mlflow.exceptions import MlflowException, RestException
 
-    from core.resilience import is_transient
+    from ablate.resilience import is_transient
 
     assert is_transient(MlflowException("API request to http://x failed with exception ConnectionError"))
     assert is_transient(RestException({"error_code": "INTERNAL_ERROR", "message": "db restarting"}))
@@ -167,7 +167,7 @@ def training_runs(stack: Stack, experiment: str, min_epochs: int = 1, status: st
 
 def popen_cli(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "core.cli", *args], cwd=ROOT, stdout=out,
+        return subprocess.Popen([sys.executable, "-m", "ablate.cli", *args], cwd=ROOT, stdout=out,
                                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 

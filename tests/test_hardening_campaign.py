@@ -26,7 +26,7 @@ from helpers import ROOT, TINY_MODEL, assert_clean_failure, cli_in_process
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from core.errors import AblateError
+from ablate.errors import AblateError
 
 PRESET = str(ROOT / "ablations/presets/unet-baseline.yaml")
 TINY = [*TINY_MODEL, "tracking.mask_every=0", "train.batch_size=16", "augment=[]"]
@@ -183,7 +183,7 @@ def test_trials_that_all_fail_stop_the_campaign_failed(kind, cause, tmp_path, sy
     if cause == "bad_labels":
         data = bad_labels(tmp_path)  # a DataError in the first trial: every trial would fail the same way
     else:
-        monkeypatch.setattr("core.runner.fit", _crash)  # not an input error, but the first two fail alike
+        monkeypatch.setattr("ablate.runner.fit", _crash)  # not an input error, but the first two fail alike
     code, out, err = cli_in_process(argv(kind, write(tmp_path, name), data), capsys)
 
     reason = "DataError: Masks hold labels [9]" if cause == "bad_labels" else "RuntimeError: injected training"
@@ -205,7 +205,7 @@ def test_trials_that_all_fail_stop_the_campaign_failed(kind, cause, tmp_path, sy
 
 def test_a_failure_between_trials_that_differ_does_not_stop_early():
     """Only the first K trials failing alike stop a campaign: a success in between keeps it going."""
-    from core.campaign.failfast import Watch
+    from ablate.campaign.failfast import Watch
 
     outcomes = iter([RuntimeError("a"), 1.0, RuntimeError("a"), RuntimeError("a")])
 
@@ -227,7 +227,7 @@ def test_a_failure_between_trials_that_differ_does_not_stop_early():
 def test_the_optuna_logger_that_failfast_quiets_is_still_there():
     from optuna.study import _optimize
 
-    from core.adapters import OPTIMIZE_LOGGER
+    from ablate.adapters import OPTIMIZE_LOGGER
 
     assert _optimize._logger.name == OPTIMIZE_LOGGER
 
@@ -249,7 +249,7 @@ class _StartsOnce:
 
 
 def test_worker_that_cannot_start_stops_the_started_ones_and_fails_the_parent(tmp_path, tracking_uri, monkeypatch):
-    from core.campaign import (
+    from ablate.campaign import (
         Launch,
         ParentRun,
         Round,
@@ -260,7 +260,7 @@ def test_worker_that_cannot_start_stops_the_started_ones_and_fails_the_parent(tm
         run_round,
         tally,
     )
-    from core.storage import open_storage
+    from ablate.storage import open_storage
 
     mlflow.set_tracking_uri(tracking_uri)
     name, storage = unique("toy"), f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -268,7 +268,7 @@ def test_worker_that_cannot_start_stops_the_started_ones_and_fails_the_parent(tm
     ensure_parent(study, ParentRun(name))
     enqueue_missing(study, [{"x": x} for x in range(3)], key=lambda attrs: attrs.get("x"))
     popen = _StartsOnce()
-    monkeypatch.setattr("core.campaign.execute.subprocess.Popen", popen)
+    monkeypatch.setattr("ablate.campaign.execute.subprocess.Popen", popen)
 
     round_ = Round(name, "trial", counts=lambda st: tally(st.get_trials(), total=3))
     with pytest.raises(AblateError, match=r"cannot start worker process 2 of 2 .*No such file or directory"), \
@@ -285,7 +285,7 @@ def test_cli_with_workers_that_cannot_start_is_one_line(tmp_path, synth_npz, sto
     def cannot_start(cmd, **kwargs):  # noqa: ANN001, ANN202
         raise PermissionError(13, "Permission denied", cmd[0])
 
-    monkeypatch.setattr("core.campaign.execute.subprocess.Popen", cannot_start)
+    monkeypatch.setattr("ablate.campaign.execute.subprocess.Popen", cannot_start)
     name = unique("ablation")
     code, _, err = cli_in_process(argv("ablation", ablation_file(tmp_path, name), synth_npz, "--workers", "2"),
                                   capsys)

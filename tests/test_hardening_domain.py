@@ -15,11 +15,11 @@ import pytest
 import yaml
 from helpers import PRESET, ROOT, TINY_MODEL, assert_clean_failure, cli_in_process
 
-from core import memory
-from core.domains import DOMAINS
-from core.errors import AblateError
-from core.registry import ALL_REGISTRIES
-from core.spec import load_spec
+from ablate import memory
+from ablate.domains import DOMAINS
+from ablate.errors import AblateError
+from ablate.registry import ALL_REGISTRIES
+from ablate.spec import load_spec
 
 PRESETS = sorted((ROOT / "ablations/presets").glob("*.yaml"))
 ABLATIONS = sorted((ROOT / "ablations").glob("*.yaml"))
@@ -56,7 +56,7 @@ def test_spec_field_out_of_domain(override: str, pattern: str, capsys: pytest.Ca
     assert out == ""
 
 
-# --- block keywords (core.domains through the registries) --------------------------------
+# --- block keywords (ablate.domains through the registries) --------------------------------
 
 BLOCK_KEYS = [
     ("optimizer.learning_rate=-1", r"'optimizer\.learning_rate'.*> 0.*got -1"),
@@ -245,7 +245,7 @@ ESTIMATED = [
 @pytest.mark.parametrize("overrides", ESTIMATED, ids=lambda o: " ".join(o)[:60])
 def test_estimate_counts_parameters_within_a_sane_factor(overrides: list[str]) -> None:
     """The estimate's parameters lie between 1x and 2.5x a built model's: conservative, not wild."""
-    from core.models import build_model
+    from ablate.models import build_model
 
     spec = load_spec(PRESET, overrides)
     real = build_model(spec.model).count_params()
@@ -253,7 +253,7 @@ def test_estimate_counts_parameters_within_a_sane_factor(overrides: list[str]) -
 
 
 def test_input_size_matches_the_models() -> None:
-    from core.models.unet import INPUT_SHAPE
+    from ablate.models.unet import INPUT_SHAPE
 
     assert memory.INPUT_HW == INPUT_SHAPE[:2]
 
@@ -267,7 +267,7 @@ def test_presets_fit_a_24gb_machine(path: Path, limit_24gb: None) -> None:
 
 @pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: p.stem)
 def test_shipped_ablations_fit_a_24gb_machine(path: Path, limit_24gb: None) -> None:
-    from core.ablation.design import load_ablation
+    from ablate.ablation.design import load_ablation
 
     load_ablation(path)  # checks every arm's memory
 

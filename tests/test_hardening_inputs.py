@@ -21,9 +21,9 @@ import numpy.lib.format as npy
 import pytest
 from helpers import assert_clean_failure, cli_in_process
 
-import core.models  # noqa: F401  (registers the project's blocks: the good model reloads)
-from core.data.loader import load_npz
-from core.models import build_model
+import ablate.models  # noqa: F401  (registers the project's blocks: the good model reloads)
+from ablate.data.loader import load_npz
+from ablate.models import build_model
 
 BOMB_BYTES = 2**30  # an unused member: 1 GiB of zeros, 4.7 MB compressed
 
@@ -312,7 +312,7 @@ def bombed(tmp_path_factory: pytest.TempPathFactory, synth_npz: Path) -> Path:
 
 @pytest.mark.parametrize("reader", ["predict", "load_npz"])
 def test_an_unused_huge_member_is_never_decompressed(reader: str, bombed: Path, tmp_path: Path) -> None:
-    from core.export import predict_file
+    from ablate.export import predict_file
 
     tracemalloc.start()
     t0 = time.perf_counter()

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from helpers import ROOT, assert_clean_failure, cli_in_process
 
-from core.errors import SpecError, excerpt
-from core.yamlio import MAX_ALIASES, MAX_BYTES, MAX_DEPTH, load_text
+from ablate.errors import SpecError, excerpt
+from ablate.yamlio import MAX_ALIASES, MAX_BYTES, MAX_DEPTH, load_text
 
 PRESET = str(ROOT / "ablations/presets/unet-baseline.yaml")
 # A valid file of each kind whose base is ``BASE`` (the case's spec), so a bad base reaches all three.
@@ -75,8 +75,8 @@ TOP_FILE = [
 @pytest.fixture(scope="module", autouse=True)
 def _imported() -> None:
     """The commands' modules, imported once: the time limit below is for reading a file."""
-    import core.ablation.plan  # noqa: F401
-    import core.study.files  # noqa: F401
+    import ablate.ablation.plan  # noqa: F401
+    import ablate.study.files  # noqa: F401
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

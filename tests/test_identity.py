@@ -18,14 +18,14 @@ import pytest
 import yaml
 from helpers import PRESET
 
-from core import load_all
-from core.blocks.conv import DoubleConv
-from core.data import default
-from core.data.loader import file_fingerprint, load_npz
-from core.data.synth import generate, write_npz
-from core.errors import DataError, SpecError
-from core.registry import ALL_REGISTRIES, Registry
-from core.spec import Spec, check_buildable, load_spec
+from ablate import load_all
+from ablate.blocks.conv import DoubleConv
+from ablate.data import default
+from ablate.data.loader import file_fingerprint, load_npz
+from ablate.data.synth import generate, write_npz
+from ablate.errors import DataError, SpecError
+from ablate.registry import ALL_REGISTRIES, Registry
+from ablate.spec import Spec, check_buildable, load_spec
 
 load_all()  # registers every block (a saved model of this project reloads)
 
@@ -82,7 +82,7 @@ def test_the_same_file_elsewhere_is_the_same_data(tmp_path: Path) -> None:
 
 
 def test_the_fingerprint_is_read_once_per_file_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.data import loader
+    from ablate.data import loader
 
     reads: list[str] = []
     real = loader.file_fingerprint
@@ -144,8 +144,8 @@ def test_the_default_data_keeps_its_identity_when_generated(tmp_path: Path, monk
 def test_a_resumed_ablation_on_changed_data_matches_no_earlier_arm(tmp_path: Path) -> None:
     import optuna
 
-    from core.ablation.design import load_ablation
-    from core.ablation.runner import enqueue_missing
+    from ablate.ablation.design import load_ablation
+    from ablate.ablation.runner import enqueue_missing
 
     data = npz(tmp_path / "data.npz", 0)
     base = tmp_path / "base.yaml"
@@ -307,7 +307,7 @@ def probe_augmentation(config: dict[str, Any]) -> Any:
 
 
 def probe_model(kind: str, config: dict[str, Any]) -> Any:
-    from core.models import build_model
+    from ablate.models import build_model
 
     if kind == "branches":
         config = {"type": "coarse_fine", **BASE[("models", "coarse_fine")], "global_branch": config}

@@ -303,8 +303,8 @@ def toy_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
     """``queue(name, *xs)``: a toy campaign on SQLite stores with ``xs`` queued; (study, storage, tracking URI)."""
     import mlflow
 
-    from core.campaign import ParentRun, enqueue_missing, ensure_parent, open_queue
-    from core.storage import open_storage
+    from ablate.campaign import ParentRun, enqueue_missing, ensure_parent, open_queue
+    from ablate.storage import open_storage
 
     storage, uri = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("ABLATE_HEARTBEAT_S", "1")
@@ -381,7 +381,7 @@ def test_sigterm_ends_the_run_killed_and_another_worker_takes_the_retry(
         toy_queue: Callable[..., Any], tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from core.adapters import retried_from
+    from ablate.adapters import retried_from
 
     study, storage, uri = toy_queue("evicted", STUCK)
     evicted = start_toy_worker("evicted", storage, uri, tmp_path, "evicted")
@@ -479,9 +479,9 @@ def test_an_ablation_queues_its_runs_before_workers_can_see_its_parent(tmp_path:
     import mlflow
     from optuna.storages import RDBStorage
 
-    from core.ablation.design import load_ablation
-    from core.ablation.runner import prepare
-    from core.campaign import PARENT
+    from ablate.ablation.design import load_ablation
+    from ablate.ablation.runner import prepare
+    from ablate.campaign import PARENT
 
     queued_then: list[int] = []  # trials in the storage when the parent run is set on the study
 

@@ -8,11 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from core import load_all
-from core.errors import SpecError
-from core.losses import PixelLoss, class_weights
-from core.registry import LOSSES
-from core.spec import validate
+from ablate import load_all
+from ablate.errors import SpecError
+from ablate.losses import PixelLoss, class_weights
+from ablate.registry import LOSSES
+from ablate.spec import validate
 
 load_all()  # registers every block (a saved model of this project reloads)
 

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from core.metrics import NUM_CLASSES, MeanIoU, confusion_matrix, iou_from_confusion, segmentation_metrics
+from ablate.metrics import NUM_CLASSES, MeanIoU, confusion_matrix, iou_from_confusion, segmentation_metrics
 
 
 def reference_iou(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, dict[int, float]]:

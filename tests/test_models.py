@@ -9,14 +9,14 @@ from typing import Any
 import keras
 import pytest
 
-from core import load_all
-from core.blocks.base import DropPath
-from core.errors import SpecError
-from core.models import build_model
-from core.models.coarse_fine import global_config
-from core.models.unet import encode, make_branch
-from core.registry import FUSIONS
-from core.spec import check_buildable, load_spec
+from ablate import load_all
+from ablate.blocks.base import DropPath
+from ablate.errors import SpecError
+from ablate.models import build_model
+from ablate.models.coarse_fine import global_config
+from ablate.models.unet import encode, make_branch
+from ablate.registry import FUSIONS
+from ablate.spec import check_buildable, load_spec
 
 load_all()  # registers every block (a saved model of this project reloads)
 

@@ -1,4 +1,4 @@
-"""Hardening (issue 11): one safe-name rule (``core.names``) for every name a user gives, checked
+"""Hardening (issue 11): one safe-name rule (``ablate.names``) for every name a user gives, checked
 where the name enters, before anything is written: ablation, factor and variant names, study
 names, spec names, ``--experiment`` and ``export --name``. A refused name is one error line,
 exit 2, and leaves nothing behind: no folder outside the project (or inside it), no MLflow
@@ -19,8 +19,8 @@ import yaml
 from helpers import ROOT, assert_clean_failure, cli_in_process
 from mlflow.tracking import MlflowClient
 
-from core.errors import SpecError
-from core.names import check_name, inside
+from ablate.errors import SpecError
+from ablate.names import check_name, inside
 
 PRESET = str(ROOT / "ablations/presets/unet-baseline.yaml")
 

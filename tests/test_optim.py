@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from core import load_all
-from core.errors import SpecError
-from core.registry import OPTIMIZERS, SCHEDULES
+from ablate import load_all
+from ablate.errors import SpecError
+from ablate.registry import OPTIMIZERS, SCHEDULES
 
 load_all()  # registers every block (a saved model of this project reloads)
 

@@ -15,11 +15,11 @@ from helpers import PRESET, TINY_MODEL
 from mlflow.tracking import MlflowClient
 from scipy import stats as sps
 
-from core.ablation.collect import AblationRecord
-from core.ablation.images import image_comparison, image_section, per_image_runs
-from core.metrics import confusion_matrix, iou_from_confusion, per_image_iou, per_image_miou
-from core.runner import PER_IMAGE_ARTIFACT
-from core.train import Split
+from ablate.ablation.collect import AblationRecord
+from ablate.ablation.images import image_comparison, image_section, per_image_runs
+from ablate.metrics import confusion_matrix, iou_from_confusion, per_image_iou, per_image_miou
+from ablate.runner import PER_IMAGE_ARTIFACT
+from ablate.train import Split
 
 # --- per_image_iou: known answers ----------------------------------------------------------
 
@@ -124,7 +124,7 @@ DATA = ["data.limit=120", *TINY_MODEL, "train.epochs=1", "train.batch_size=16", 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A local SQLite tracking store, made the current one for this module."""
-    from core import tracking
+    from ablate import tracking
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri()
@@ -136,8 +136,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def arms(store: str, synth_npz: Path) -> dict[str, Any]:
     """Two tiny trained arms (seed 0) and one finished run from before per-image data existed."""
-    from core.runner import run_spec
-    from core.spec import load_spec
+    from ablate.runner import run_spec
+    from ablate.spec import load_spec
 
     out: dict[str, Any] = {}
     for key, extra in (("baseline", []), ("filters=8", ["model.filters=8"])):
@@ -158,7 +158,7 @@ def record_of(runs: list[tuple[str, int, str]], specs: dict[str, dict[str, Any]]
 
 
 def test_a_run_logs_one_row_per_validation_image(arms: dict[str, Any], tmp_path: Path) -> None:
-    from core.train import load_data, predict_masks
+    from ablate.train import load_data, predict_masks
 
     spec, outcome = arms["baseline"]["spec"], arms["baseline"]["outcome"]
     local = mlflow.artifacts.download_artifacts(run_id=outcome.run_id, artifact_path=PER_IMAGE_ARTIFACT,
@@ -172,9 +172,9 @@ def test_a_run_logs_one_row_per_validation_image(arms: dict[str, Any], tmp_path:
 
 
 def test_val_index_points_into_the_loaded_data_also_after_cleaning(synth_npz: Path) -> None:
-    from core.data.loader import load_npz
-    from core.spec import load_spec
-    from core.train import load_data
+    from ablate.data.loader import load_npz
+    from ablate.spec import load_spec
+    from ablate.train import load_data
 
     data = load_npz(synth_npz, limit=120)
     for clean in ("false", "true"):
@@ -227,9 +227,9 @@ def test_image_section_is_empty_without_per_image_data(arms: dict[str, Any], tmp
 def test_the_best_epochs_validation_pass_gives_what_a_prediction_pass_gives(synth_npz: Path) -> None:
     """The run's confusion matrix and per-image IoUs come from the validation pass that chose the
     best epoch (no second pass): they must equal predicting again with the restored weights."""
-    from core.runner import _prediction_pass, summarize
-    from core.spec import load_spec
-    from core.train import fit, load_data
+    from ablate.runner import _prediction_pass, summarize
+    from ablate.spec import load_spec
+    from ablate.train import fit, load_data
 
     spec = load_spec(PRESET, [*TINY_MODEL, f"data.path={synth_npz}", "data.limit=96", "train.epochs=2",
                               "train.batch_size=16", "train.early_stopping=0", "optimizer.learning_rate=0.01"])
@@ -250,7 +250,7 @@ def test_image_figures_read_the_logged_validation_masks_not_the_models(arms: dic
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A run logs its best epoch's validation masks (predictions/val.npz): the report shows and scores
     them without reloading any model, and they score what the run logged image by image (no drift note)."""
-    from core.ablation import image_figures
+    from ablate.ablation import image_figures
 
     image_figures._logged_masks.cache_clear()
     monkeypatch.setattr(image_figures, "_load_model", lambda run_id: pytest.fail("a model was reloaded"))

@@ -11,10 +11,10 @@ import yaml
 from helpers import ROOT, assert_one_error_line, run_cli
 from mlflow.tracking import MlflowClient
 
-from core.ablation.design import load_ablation
-from core.ablation.plan import check, detectable_effect, make_plan, store_estimate
-from core.errors import SpecError
-from core.stats import power_paired_t
+from ablate.ablation.design import load_ablation
+from ablate.ablation.plan import check, detectable_effect, make_plan, store_estimate
+from ablate.errors import SpecError
+from ablate.stats import power_paired_t
 
 PRESET = str(ROOT / "ablations/presets/unet-baseline.yaml")
 SKIPS = {"skip": {k: {"skip": {"type": k}} for k in ("add", "multiply", "attention", "none")}}

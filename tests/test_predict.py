@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 from helpers import assert_one_error_line, require_real_data, requires_real_data
 
-from core import load_all
-from core.cli.main import main
-from core.export import load_predictor, predict_file
-from core.export.formats import write_saved_model
-from core.export.npzstream import ArrayWriter, iter_rows, open_member
-from core.models import build_model
+from ablate import load_all
+from ablate.cli.main import main
+from ablate.export import load_predictor, predict_file
+from ablate.export.formats import write_saved_model
+from ablate.export.npzstream import ArrayWriter, iter_rows, open_member
+from ablate.models import build_model
 
 load_all()  # registers every block (a saved model of this project reloads)
 
@@ -50,7 +50,7 @@ def real_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def direct_masks(bundle: Path, images: np.ndarray) -> np.ndarray:
-    from core.export.formats import load_keras
+    from ablate.export.formats import load_keras
 
     x = (images.astype(np.float32) / 255.0)[..., None]
     return np.argmax(load_keras(bundle / "model.keras").predict(x, verbose=0), axis=-1).astype(np.uint8)
@@ -100,7 +100,7 @@ def test_float_channel_and_keras_inputs_give_the_same_masks(bundle: Path, real_s
 
 
 def test_train_split_predicts_the_training_images(bundle: Path, tmp_path: Path) -> None:
-    from core.data.synth import generate
+    from ablate.data.synth import generate
 
     arrays = generate(12, seed=3, n_test=2)
     res = predict_file(load_predictor(str(bundle)), _npz(tmp_path / "d.npz", **arrays), tmp_path / "o.npz",

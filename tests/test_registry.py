@@ -8,10 +8,10 @@ from typing import Any
 import keras
 import pytest
 
-from core import load_all
-from core.cli.main import main
-from core.errors import SpecError
-from core.registry import ALL_REGISTRIES, MODELS, SKIPS, Registry
+from ablate import load_all
+from ablate.cli.main import main
+from ablate.errors import SpecError
+from ablate.registry import ALL_REGISTRIES, MODELS, SKIPS, Registry
 
 load_all()  # registers every block (a saved model of this project reloads)
 

@@ -31,7 +31,7 @@ def core_sources() -> list[tuple[Path, str]]:
 # --- servers bind to loopback unless asked --------------------------------------------------------
 
 def test_every_host_option_defaults_to_loopback() -> None:
-    from core.cli.main import build_parser
+    from ablate.cli.main import build_parser
 
     def walk(parser: argparse.ArgumentParser) -> Iterator[tuple[str, object]]:
         for action in parser._actions:
@@ -80,9 +80,9 @@ def test_keras_model_loads_name_safe_mode() -> None:
 
 
 def test_passwords_are_redacted_in_messages() -> None:
-    from core.errors import AblateError
-    from core.resilience import redact_text
-    from core.storage import open_storage, redact
+    from ablate.errors import AblateError
+    from ablate.resilience import redact_text
+    from ablate.storage import open_storage, redact
 
     assert redact("postgresql+psycopg2://ablate:s3cr3t@db:5432/optuna") == "postgresql+psycopg2://ablate:***@db:5432/optuna"
     assert "s3cr3t" not in redact_text("could not reach http://u:s3cr3t@h:5000/api and postgresql://a:s3cr3t@b/c")
@@ -133,7 +133,7 @@ def test_credentials_never_reach_runs_artifacts_or_output(synth_npz: Path, tmp_p
         haystack = {"stdout": out.stdout, "stderr": out.stderr, **_everything_logged(server.uri, tmp_path)}
         haystack.update({str(p): p.read_text(errors="replace")
                          for p in (tmp_path / "report").rglob("*") if p.is_file()})
-        from core.cli.main import main  # `ablate doctor` prints both URLs: redacted
+        from ablate.cli.main import main  # `ablate doctor` prints both URLs: redacted
 
         previous = mlflow.get_tracking_uri()
         try:

@@ -1,4 +1,4 @@
-"""Known answers and error rates for core.sequential: seeds until decided."""
+"""Known answers and error rates for ablate.sequential: seeds until decided."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from core.sequential import Decision, SequentialDesign, decide, efficacy_thresholds, next_seed_count
+from ablate.sequential import Decision, SequentialDesign, decide, efficacy_thresholds, next_seed_count
 
 DESIGN = SequentialDesign(min_seeds=3, max_seeds=10)
 OFF = SequentialDesign(min_seeds=3, max_seeds=10, futility=0.0, min_effect=0.0)  # no futility stops

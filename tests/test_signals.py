@@ -1,4 +1,4 @@
-"""Stops: every long-running command, stopped by a signal, leaves a clean state (``core.signals``).
+"""Stops: every long-running command, stopped by a signal, leaves a clean state (``ablate.signals``).
 
 Each command runs as a separate process in its own session, as docker, Kubernetes or SLURM would
 start it; once it is demonstrably mid-run (a run RUNNING in its SQLite tracking store, or its URL
@@ -34,7 +34,7 @@ STOP_S = 120
 # --- in this process: the policy itself, and the host check ---------------------------------------
 
 def test_sigterm_raises_stopped_once_and_the_exit_code_says_which_signal() -> None:
-    from core.signals import Stopped, exit_code, stops_as_interrupt
+    from ablate.signals import Stopped, exit_code, stops_as_interrupt
 
     with pytest.raises(Stopped, match="stopped by SIGTERM") as caught, stops_as_interrupt():
         os.kill(os.getpid(), signal.SIGTERM)
@@ -44,7 +44,7 @@ def test_sigterm_raises_stopped_once_and_the_exit_code_says_which_signal() -> No
 
 
 def test_a_repeated_sigterm_does_not_interrupt_the_clean_up() -> None:
-    from core.signals import Stopped, stops_as_interrupt
+    from ablate.signals import Stopped, stops_as_interrupt
 
     cleaned = False
     with pytest.raises(Stopped), stops_as_interrupt():
@@ -59,7 +59,7 @@ def test_a_repeated_sigterm_does_not_interrupt_the_clean_up() -> None:
 
 
 def test_an_ignored_signal_stays_ignored() -> None:
-    from core.signals import stops_as_interrupt
+    from ablate.signals import stops_as_interrupt
 
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
     try:
@@ -90,8 +90,8 @@ def test_a_port_in_use_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_a_server_that_dies_before_answering_is_one_line_with_its_log(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from core.errors import AblateError
-    from core.serve import serve_child
+    from ablate.errors import AblateError
+    from ablate.serve import serve_child
 
     crash = [sys.executable, "-c", "import sys; print('address already in use, or worse'); sys.exit(3)"]
     with pytest.raises(AblateError, match=r"the server stopped before answering: exit 3; .*address already in use"):

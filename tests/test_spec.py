@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from helpers import PRESET, ROOT
 
-from core import load_all
-from core.cli.main import main
-from core.errors import SpecError
-from core.spec import Spec, deep_merge, load_spec
+from ablate import load_all
+from ablate.cli.main import main
+from ablate.errors import SpecError
+from ablate.spec import Spec, deep_merge, load_spec
 
 load_all()  # registers every block (a saved model of this project reloads)
 
@@ -238,7 +238,7 @@ def test_equal_values_give_equal_hashes() -> None:
 
 
 def test_hash_is_stable_across_processes() -> None:
-    code = ("from core.spec import load_spec; "
+    code = ("from ablate.spec import load_spec; "
             f"print(load_spec({str(PRESET)!r}, ['train.epochs=3', 'model.skip.type=add']).spec_hash)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
                          env={**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT)}, timeout=300)

@@ -1,5 +1,5 @@
 """Start-up: commands that neither train nor predict import no TensorFlow, and TensorFlow's
-start-up lines stay out of the terminal (``core.quiet``) unless ``--debug`` is given."""
+start-up lines stay out of the terminal (``ablate.quiet``) unless ``--debug`` is given."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 import pytest
 from helpers import PRESET, ROOT
 
-from core import manifest, quiet
-from core.registry import MANIFEST
+from ablate import manifest, quiet
+from ablate.registry import MANIFEST
 
 # Each is a command a user runs to read or check something; none may pay TensorFlow's start-up.
 LIGHT_COMMANDS = [
@@ -25,7 +25,7 @@ LIGHT_COMMANDS = [
 
 PROBE = """
 import sys
-from core.cli.main import main
+from ablate.cli.main import main
 for argv in {commands!r}:
     try:
         main(argv)
@@ -42,7 +42,7 @@ def _python(code: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 
 def test_the_registry_manifest_matches_the_code() -> None:
-    assert MANIFEST.read_text() == manifest.current(), "run `python -m core.manifest` (make manifest)"
+    assert MANIFEST.read_text() == manifest.current(), "run `python -m ablate.manifest` (make manifest)"
 
 
 def test_commands_that_only_read_import_no_tensorflow() -> None:
@@ -54,8 +54,8 @@ def test_commands_that_only_read_import_no_tensorflow() -> None:
 def test_a_spec_checked_without_tensorflow_gives_the_same_errors() -> None:
     code = f"""
 import sys
-from core.spec import load_spec
-from core.errors import SpecError
+from ablate.spec import load_spec
+from ablate.errors import SpecError
 for o in ('model.skip.type=concatt', 'model.bogus=1', 'model.depth=9', 'loss.type=dicee',
           'loss={{type: sum, terms: [{{loss: {{type: dise}}}}]}}', 'loss={{type: sum, terms: [{{type: ce}}]}}'):
     try:
@@ -76,8 +76,8 @@ print('HEAVY=' + str('tensorflow' in sys.modules))
 
 
 def test_tensorflow_start_up_is_silent_unless_debugging() -> None:
-    quiet_run = _python("import core, tensorflow as tf; tf.constant(1) + 1")
-    loud_run = _python("import core, tensorflow", env={"ABLATE_DEBUG": "1"})
+    quiet_run = _python("import ablate, tensorflow as tf; tf.constant(1) + 1")
+    loud_run = _python("import ablate, tensorflow", env={"ABLATE_DEBUG": "1"})
     assert quiet_run.returncode == 0 and loud_run.returncode == 0
     assert quiet_run.stderr == "", f"start-up noise on stderr:\n{quiet_run.stderr}"
     assert loud_run.stderr.strip() != "", "--debug should let TensorFlow's own start-up lines through"
@@ -90,3 +90,22 @@ def test_the_filter_keeps_every_line_that_is_not_start_up_chatter(capfd: pytest.
         os.write(2, b"a real problem\n")
         os.write(2, b"E0000 00:00:1796213681.373558    8244 cuda_platform.cc:52] failed call to cuInit\n")
     assert capfd.readouterr().err == "a real problem\n"
+
+
+def test_the_package_imports_as_ablate_from_anywhere_without_tensorflow(tmp_path) -> None:  # noqa: ANN001
+    """Installed from core/ under the name `ablate` (package-dir): outside the repository, `import ablate`
+    works, pulls no TensorFlow, and walking every module of the package never imports a `core`."""
+    code = """
+import importlib, importlib.metadata as md, pkgutil, sys
+import ablate
+assert ablate.__file__.endswith("core/__init__.py"), ablate.__file__
+light = not any(m in sys.modules for m in ("tensorflow", "keras"))
+for info in pkgutil.walk_packages(ablate.__path__, "ablate."):
+    if not info.name.endswith("__main__"):
+        importlib.import_module(info.name)
+print("LIGHT", light, "CORE", "core" in sys.modules, "EPS", [e.value for e in md.entry_points(group="console_scripts")
+                                                          if e.name == "ablate"])
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "LIGHT True CORE False EPS ['ablate.cli:main']" in result.stdout, result.stdout

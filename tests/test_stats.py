@@ -1,4 +1,4 @@
-"""Known-answer tests for core.stats: paired-seed ablation statistics."""
+"""Known-answer tests for ablate.stats: paired-seed ablation statistics."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-import core.stats
-from core.stats import (
+import ablate.stats
+from ablate.stats import (
     CORRECTIONS,
     EXACT_MAX_N,
     PROB_BETTER_EXPLAINED,
@@ -562,7 +562,7 @@ def test_pooled_seed_sd():
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(core.stats)
+    result = doctest.testmod(ablate.stats)
     assert result.failed == 0 and result.attempted >= 20
 
 

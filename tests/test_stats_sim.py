@@ -1,4 +1,4 @@
-"""Simulation checks of core.stats at ablation seed counts (vectorised, fixed RNG seeds).
+"""Simulation checks of ablate.stats at ablation seed counts (vectorised, fixed RNG seeds).
 
 Each check draws ``REPS`` replicate ablations at once and runs them through the internals
 that ``summarize_arm``, ``paired_difference`` and ``compare_arms`` call (``_t_batch``,
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.stats import (
+from ablate.stats import (
     _adjust_batch,
     _t_batch,
     _verdict_codes,

@@ -16,11 +16,11 @@ from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from core.errors import SpecError
-from core.study.files import load_study_file
-from core.study.report import build_report
-from core.study.runner import DEADLINE, PAYLOAD, SURPLUS, PruningCallback, budget_trials, has_budget
-from core.study.space import assign
+from ablate.errors import SpecError
+from ablate.study.files import load_study_file
+from ablate.study.report import build_report
+from ablate.study.runner import DEADLINE, PAYLOAD, SURPLUS, PruningCallback, budget_trials, has_budget
+from ablate.study.space import assign
 
 PRESET = str(ROOT / "ablations/presets/unet-baseline.yaml")
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
@@ -72,7 +72,7 @@ def test_conditional_space_samples_only_valid_specs(path):
     seen = set()
     for _ in range(60):
         trial = study.ask()
-        spec, labels = plan.spec_for(trial)  # validated by core.spec: raises if invalid
+        spec, labels = plan.spec_for(trial)  # validated by ablate.spec: raises if invalid
         model = spec.model
         assert ("model.fusion.type" in labels) == (model["type"] == "coarse_fine" and "model.type" in labels)
         if model["type"] == "unet":
@@ -246,9 +246,9 @@ def tiny_plan(tmp_path: Path, data: Path, trials: int, pruner: dict):
 
 
 def test_tiny_study_end_to_end_on_sqlite(tmp_path, synth_npz, monkeypatch, capsys):
-    from core import tracking
-    from core.cli.main import main
-    from core.study.orchestrate import run_study
+    from ablate import tracking
+    from ablate.cli.main import main
+    from ablate.study.orchestrate import run_study
 
     monkeypatch.chdir(tmp_path)
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -258,7 +258,7 @@ def test_tiny_study_end_to_end_on_sqlite(tmp_path, synth_npz, monkeypatch, capsy
     run_study(tiny_plan(tmp_path, synth_npz, 3, {"type": "threshold", "lower": 0.99}), storage, tracking_uri=uri,
               report=False)
     # ...and with one more whose training crashes.
-    monkeypatch.setattr("core.runner.fit", _crash)
+    monkeypatch.setattr("ablate.runner.fit", _crash)
     study = run_study(tiny_plan(tmp_path, synth_npz, 4, {"type": "none"}), storage, tracking_uri=uri)
 
     trials = study.get_trials()

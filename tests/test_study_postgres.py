@@ -72,10 +72,10 @@ def pg_urls() -> Iterator[tuple[str, str]]:
 
 def create_study(tmp_path: Path, data: Path, storage: str, uri: str, name: str, trials: int) -> optuna.Study:
     """The study and its MLflow parent run, created as `ablate study run --workers 0` does."""
-    from core import tracking
-    from core.storage import open_storage
-    from core.study.files import load_study_file
-    from core.study.orchestrate import run_study
+    from ablate import tracking
+    from ablate.storage import open_storage
+    from ablate.study.files import load_study_file
+    from ablate.study.orchestrate import run_study
 
     body = {"name": name, "base": PRESET, "trials": trials,
             "budget": {"epochs": 1, "early_stopping": 0, "data_limit": 64},
@@ -95,7 +95,7 @@ def start_worker(tmp_path: Path, name: str, storage: str, uri: str, tag: str) ->
     log = open(tmp_path / f"worker_{tag}.log", "wb")  # noqa: SIM115 - the child keeps it open
     env = {**os.environ, "PYTHONPATH": str(ROOT), **FAST_HEARTBEAT}
     env.pop("ABLATE_WORKER_INDEX", None)
-    return subprocess.Popen([sys.executable, "-m", "core.cli", "worker", "--study", name, "--storage", storage,
+    return subprocess.Popen([sys.executable, "-m", "ablate.cli", "worker", "--study", name, "--storage", storage,
                              "--tracking-uri", uri, "--quiet"], cwd=tmp_path, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
 
@@ -118,7 +118,7 @@ def child_runs(client: MlflowClient, study: optuna.Study) -> list:
 
 
 def real_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    from core.study.runner import budget_trials
+    from ablate.study.runner import budget_trials
 
     return budget_trials(study.get_trials())
 

@@ -72,8 +72,8 @@ def test_doctor_lists_and_repairs_what_a_crash_leaves(tmp_path: Path, monkeypatc
     from mlflow.tracking import MlflowClient
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    from core.adapters import trial_id
-    from core.doctor import diagnose
+    from ablate.adapters import trial_id
+    from ablate.doctor import diagnose
 
     storage_url, tracking_uri = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = RDBStorage(storage_url, heartbeat_interval=1, grace_period=1,
@@ -93,8 +93,8 @@ def test_doctor_lists_and_repairs_what_a_crash_leaves(tmp_path: Path, monkeypatc
     found = {f.run_id or f"trial {f.trial_number}": f for f in diagnose(storage, client)}
     assert set(found) == {"trial 0", trial_run, dead_run}, [f.line() for f in found.values()]
 
-    from core import storage as storage_module
-    from core.cli.main import main
+    from ablate import storage as storage_module
+    from ablate.cli.main import main
 
     monkeypatch.setattr(storage_module, "GRACE_S", 1)  # what ABLATE_GRACE_S=1 sets in a new process
     previous = mlflow.get_tracking_uri()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from helpers import PRESET, TINY_MODEL
 
-from core import load_all
-from core.spec import Spec, load_spec
-from core.train import fit, load_data
+from ablate import load_all
+from ablate.spec import Spec, load_spec
+from ablate.train import fit, load_data
 
 load_all()  # registers every block (a saved model of this project reloads)
 
@@ -83,7 +83,7 @@ def test_every_speed_switch_builds_and_trains_to_a_finite_loss(synth_npz: Path, 
 def _epochs(scores: list[float], planned: int) -> tuple[list[np.ndarray], list[np.ndarray], Any]:
     """Runs ``BestWeights`` over epochs with these val mIoUs, the model's weights changing each epoch;
     returns the weights at each epoch's end, the model's weights after training, and the callback."""
-    from core.train import BestWeights
+    from ablate.train import BestWeights
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     callback = BestWeights()

@@ -12,9 +12,9 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from core.campaign.runs import child_runs
-from core.errors import AblateError
-from core.scoring import CLASS_NAMES
+from ablate.campaign.runs import child_runs
+from ablate.errors import AblateError
+from ablate.scoring import CLASS_NAMES
 
 CLASS_METRICS = [f"best_val_iou_{c}" for c in CLASS_NAMES[1:]]
 COST_METRICS = ["params", "flops_per_image", "train_time_s", "latency_ms_per_image", "epochs_run"]

@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from core import memory
-from core.domains import show
-from core.errors import SpecError
-from core.names import check_name
-from core.spec import MAX_SEED, Spec, deep_merge, read_yaml, resolve_base, set_dotted, validate
-from core.yamlio import shown
+from ablate import memory
+from ablate.domains import show
+from ablate.errors import SpecError
+from ablate.names import check_name
+from ablate.spec import MAX_SEED, Spec, deep_merge, read_yaml, resolve_base, set_dotted, validate
+from ablate.yamlio import shown
 
 if TYPE_CHECKING:
-    from core.sequential import SequentialDesign
+    from ablate.sequential import SequentialDesign
 
 BASELINE = "baseline"
 _SPEC_SECTIONS = set(Spec.model_fields)
@@ -74,12 +74,12 @@ class AblationFile(BaseModel):
     name: str
     description: str = ""
     base: str | dict[str, Any]
-    design: str = "one-at-a-time"  # a name in core.ablation.designs.DESIGNS, checked by expand()
+    design: str = "one-at-a-time"  # a name in ablate.ablation.designs.DESIGNS, checked by expand()
     seeds: int | list[Seed] | SeedRange = 3
     # The smallest change in val mIoU worth detecting: sizes the seeds in `ablate ablation plan`.
     min_effect: float = Field(0.01, gt=0.0, lt=1.0)
     alpha: float = Field(0.05, gt=0.0, lt=0.5)  # family-wise error rate of the verdicts
-    test: Literal["paired-t", "permutation"] = "paired-t"  # primary test (see core.stats)
+    test: Literal["paired-t", "permutation"] = "paired-t"  # primary test (see ablate.stats)
     correction: Literal["holm", "bonferroni"] = "holm"  # multiplicity across the variants
     budget: Budget = Budget()
     factors: dict[str, dict[str, dict[str, Any]]]
@@ -195,7 +195,7 @@ def load_ablation(path: str | Path, seeds: int | list[int] | None = None, overri
 
 
 def check_names(ab: AblationFile, path: Path) -> None:
-    """The ablation's, factors' and variants' names follow ``core.names``: they become the MLflow
+    """The ablation's, factors' and variants' names follow ``ablate.names``: they become the MLflow
     experiment, the Optuna queue, the report folder and the arm keys (``factor=variant``)."""
     where = f"Ablation file '{shown(path)}'"
     check_name(ab.name, f"{where}: name")
@@ -238,7 +238,7 @@ def _seed_plan(ab: AblationFile, seeds: int | list[int] | None, until_decided: b
     else:
         low, high, step = (len(file) if isinstance(file, list) else file), 10, None
     high = max_seeds if max_seeds is not None else high
-    from core.sequential import SequentialDesign
+    from ablate.sequential import SequentialDesign
 
     try:
         design = SequentialDesign(min_seeds=low, max_seeds=high, alpha=ab.alpha, min_effect=ab.min_effect,
@@ -257,7 +257,7 @@ def _base_raw(base: str | dict[str, Any], origin: Path) -> dict[str, Any]:
 
 
 def _apply_budget(raw: dict[str, Any], budget: Budget, overrides: list[str]) -> dict[str, Any]:
-    from core.spec import apply_overrides
+    from ablate.spec import apply_overrides
 
     delta: dict[str, Any] = {}
     if budget.epochs is not None:
@@ -281,13 +281,13 @@ def _seeds(seeds: int | list[int]) -> list[int]:
 
 def expand(ab: AblationFile, base_raw: dict[str, Any],
            rebase: Callable[[str], dict[str, Any]] | None = None) -> list[Arm]:
-    """The arms of the ablation's design (``core.ablation.designs.DESIGNS``), baseline first.
+    """The arms of the ablation's design (``ablate.ablation.designs.DESIGNS``), baseline first.
 
     Empty factors and deltas that change nothing are errors. A one-at-a-time or
     leave-one-out variant may start from another preset (``base: FILE``, relative to the
     ablation file), with the same budget and overrides as the base.
     """
-    from core.ablation.designs import DESIGNS  # designs.py builds on this module's Arm and _apply
+    from ablate.ablation.designs import DESIGNS  # designs.py builds on this module's Arm and _apply
 
     try:
         design = DESIGNS.build(ab.design)

@@ -1,7 +1,7 @@
 """The design registry, the base class every design extends, and helpers their analyses share.
 
-The designs themselves live in :mod:`core.ablation.designs` (one-at-a-time, leave-one-out) and
-:mod:`core.ablation.factorial`; import ``DESIGNS`` from ``core.ablation.designs``, which registers
+The designs themselves live in :mod:`ablate.ablation.designs` (one-at-a-time, leave-one-out) and
+:mod:`ablate.ablation.factorial`; import ``DESIGNS`` from ``ablate.ablation.designs``, which registers
 them all.
 """
 
@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from core.ablation.design import BASELINE, AblationFile, Arm
-from core.errors import SpecError
-from core.registry import Registry
-from core.spec import Spec, validate
-from core.stats import OK_STATUS, verdict
+from ablate.ablation.design import BASELINE, AblationFile, Arm
+from ablate.errors import SpecError
+from ablate.registry import Registry
+from ablate.spec import Spec, validate
+from ablate.stats import OK_STATUS, verdict
 
 DESIGNS = Registry("design")
 

@@ -9,7 +9,7 @@ A design is one registered class; ``expand`` turns an ablation file into arms an
     print("\\n".join(result.sentences))
 
 - ``one-at-a-time``: the baseline plus one variant per (factor, variant); the per-arm table
-  against the baseline (``core.stats.compare_arms``) is the whole analysis.
+  against the baseline (``ablate.stats.compare_arms``) is the whole analysis.
 - ``leave-one-out``: the baseline is the full model and each variant removes one component;
   a component's contribution is ``full - without it``, paired by seed, Holm across components.
 - ``factorial``: every combination of the factors' levels; main effects and interaction
@@ -23,8 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from core.ablation.design import BASELINE, AblationFile, Arm, _apply
-from core.ablation.design_base import (
+from ablate.ablation.design import BASELINE, AblationFile, Arm, _apply
+from ablate.ablation.design_base import (
     DESIGNS,
     Design,
     DesignAnalysis,
@@ -33,8 +33,8 @@ from core.ablation.design_base import (
     pvalue,
     signed,
 )
-from core.ablation.factorial import Factorial
-from core.stats import holm, paired_difference, verdict
+from ablate.ablation.factorial import Factorial
+from ablate.stats import holm, paired_difference, verdict
 
 __all__ = [
     "DESIGNS",
@@ -54,7 +54,7 @@ __all__ = [
 class OneAtATime(Design):
     """The baseline plus one arm per (factor, variant), each changing one thing.
 
-    Its analysis is the per-arm table against the baseline (``core.stats.compare_arms``).
+    Its analysis is the per-arm table against the baseline (``ablate.stats.compare_arms``).
 
     Example:
         >>> [a.key for a in OneAtATime().expand(ab, base_raw)]  # doctest: +SKIP
@@ -81,7 +81,7 @@ class LeaveOneOut(OneAtATime):
     """The full model as baseline; each arm removes one component. Reports each contribution.
 
     A component's contribution is ``baseline - without it`` paired by seed
-    (``core.stats.paired_difference``: t CI, its test's p), Holm-adjusted across components.
+    (``ablate.stats.paired_difference``: t CI, its test's p), Holm-adjusted across components.
 
     Example:
         >>> LeaveOneOut().analyse(runs, record.payload).sentences[0]  # doctest: +SKIP

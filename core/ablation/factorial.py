@@ -1,6 +1,6 @@
 """The factorial design: every combination of the factors' levels, analysed by one linear model.
 
-Registered as ``"factorial"`` in ``DESIGNS`` on import; :mod:`core.ablation.designs` imports
+Registered as ``"factorial"`` in ``DESIGNS`` on import; :mod:`ablate.ablation.designs` imports
 this module, so the registry always holds it.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.ablation.design import BASELINE, AblationFile, Arm, _apply, normalise_delta
-from core.ablation.design_base import DESIGNS, Design, DesignAnalysis, Rebase, finished, pvalue, signed
-from core.spec import Spec, deep_merge
-from core.stats import holm, verdict
+from ablate.ablation.design import BASELINE, AblationFile, Arm, _apply, normalise_delta
+from ablate.ablation.design_base import DESIGNS, Design, DesignAnalysis, Rebase, finished, pvalue, signed
+from ablate.spec import Spec, deep_merge
+from ablate.stats import holm, verdict
 
 
 @DESIGNS.register("factorial")

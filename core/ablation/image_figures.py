@@ -1,6 +1,6 @@
 """The figure of the image-by-image section: model reload, prediction, matplotlib panels, fallbacks.
 
-:func:`core.ablation.images.image_section` calls :func:`_figure_or_note` once per variant; it
+:func:`ablate.ablation.images.image_section` calls :func:`_figure_or_note` once per variant; it
 never raises, so a missing model, data file or plotting backend only leaves a note in the report.
 """
 
@@ -17,12 +17,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from core.ablation.collect import AblationRecord
-from core.errors import AblateError
-from core.scoring import CLASS_COLOURS, CLASS_NAMES, per_image_iou, per_image_miou
+from ablate.ablation.collect import AblationRecord
+from ablate.errors import AblateError
+from ablate.scoring import CLASS_COLOURS, CLASS_NAMES, per_image_iou, per_image_miou
 
 if TYPE_CHECKING:
-    from core.ablation.images import ImageComparison
+    from ablate.ablation.images import ImageComparison
 
 MODEL_ARTIFACT = "model/model.keras"
 _MISSING = (mlflow.exceptions.MlflowException, OSError, AblateError, ValueError)  # artifact/file absent or bad
@@ -95,10 +95,10 @@ def _run_id(record: AblationRecord, arm: str, seed: int) -> str | None:
 def _load_data(record: AblationRecord, arm: str, run_id: str | None) -> tuple[Any, str]:
     """The arm's data file as loaded by its runs (same limit), checked against the run's fingerprint.
 
-    Read through ``core.train.shared_data``: when the runs trained in this process, their loaded
+    Read through ``ablate.train.shared_data``: when the runs trained in this process, their loaded
     data set is reused, not read again.
     """
-    from core.train import shared_data
+    from ablate.train import shared_data
 
     spec_data = _data_of(record.payload.get("arms", {}), arm)
     tags = mlflow.tracking.MlflowClient().get_run(run_id).data.tags if run_id else {}
@@ -147,8 +147,8 @@ def _predictions(record: AblationRecord, c: ImageComparison, wanted: list[tuple[
 @functools.lru_cache(maxsize=16)  # the baseline's runs serve every comparison of a report
 def _logged_masks(run_id: str) -> dict[int, np.ndarray]:
     """{index in the loaded data: predicted mask} a run logged for its validation images, or {}."""
-    from core.data.npz import read_arrays
-    from core.tracking import VALIDATION_ARTIFACT
+    from ablate.data.npz import read_arrays
+    from ablate.tracking import VALIDATION_ARTIFACT
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -164,7 +164,7 @@ def _logged_masks(run_id: str) -> dict[int, np.ndarray]:
 
 @functools.lru_cache(maxsize=8)  # the baseline's model serves every comparison of a report
 def _load_model(run_id: str) -> Any:
-    from core.export.formats import load_keras
+    from ablate.export.formats import load_keras
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -181,7 +181,7 @@ def _plot(rows: list[_Row], c: ImageComparison, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from core.tracking import colourize
+    from ablate.tracking import colourize
 
     full = rows[0].preds is not None
     cols = 4 if full else 2

@@ -1,12 +1,12 @@
 """Where a variant wins, image by image: per-image validation IoU read back from MLflow.
 
-Every finished run logs ``per_image.parquet`` (:func:`core.runner.per_image_frame`): one row
+Every finished run logs ``per_image.parquet`` (:func:`ablate.runner.per_image_frame`): one row
 per validation image with its index in the loaded data set, its mIoU and each class's IoU. A
 seed fixes the split, so in one seed every arm scores the same validation images; pairing the
 variant with the baseline by (seed, image) gives one delta per image.
 
 Example:
-    >>> from core.ablation.collect import collect
+    >>> from ablate.ablation.collect import collect
     >>> markdown, pngs = image_section(collect("my-ablation"), Path("reports/my-ablation"))
 """
 
@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from core.ablation.collect import AblationRecord
-from core.ablation.design import BASELINE
-from core.ablation.image_figures import _MISSING, _data_of, _figure_or_note
-from core.ablation.image_figures import MODEL_ARTIFACT as MODEL_ARTIFACT
-from core.runner import PER_IMAGE_ARTIFACT
+from ablate.ablation.collect import AblationRecord
+from ablate.ablation.design import BASELINE
+from ablate.ablation.image_figures import _MISSING, _data_of, _figure_or_note
+from ablate.ablation.image_figures import MODEL_ARTIFACT as MODEL_ARTIFACT
+from ablate.runner import PER_IMAGE_ARTIFACT
 
 LONG_COLUMNS = ["variant", "seed", "index", "miou"]
 CONFIDENCE = 0.95  # of the t interval of the mean per-image delta

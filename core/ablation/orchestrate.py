@@ -7,11 +7,11 @@ from __future__ import annotations
 import optuna
 from mlflow.tracking import MlflowClient
 
-from core import tracking
-from core.ablation.design import Ablation
-from core.ablation.designs import DESIGNS
-from core.ablation.report import build_report, summary_lines, terminal_table
-from core.ablation.runner import (
+from ablate import tracking
+from ablate.ablation.design import Ablation
+from ablate.ablation.designs import DESIGNS
+from ablate.ablation.report import build_report, summary_lines, terminal_table
+from ablate.ablation.runner import (
     ARMS,
     Pair,
     all_pairs,
@@ -22,10 +22,10 @@ from core.ablation.runner import (
     pairs_round,
     prepare,
 )
-from core.campaign import Launch, end_parent, note_failure, reconcile, resumable, run_round
-from core.errors import AblateError, DataError, SpecError
-from core.sequential import SequentialDesign, decide, next_seed_count
-from core.storage import open_storage, redact, resolve_storage_url
+from ablate.campaign import Launch, end_parent, note_failure, reconcile, resumable, run_round
+from ablate.errors import AblateError, DataError, SpecError
+from ablate.sequential import SequentialDesign, decide, next_seed_count
+from ablate.storage import open_storage, redact, resolve_storage_url
 
 
 def run_ablation(ab: Ablation, storage_url: str | None = None, workers: int = 1, report_dir: str | None = None,
@@ -88,13 +88,13 @@ def queue_only(ab: Ablation, storage_url: str | None = None, tracking_uri: str |
 
 
 def check_data(ab: Ablation) -> None:
-    """Checks every arm's data file from its headers (``core.data.loader.check_header``).
+    """Checks every arm's data file from its headers (``ablate.data.loader.check_header``).
 
     Before the queue, the parent run or a report exist: a missing, corrupt or wrongly shaped
     file is one error here rather than a failure in every trial. (Arm specs were validated when
     the file was loaded.)
     """
-    from core.data.loader import check_header
+    from ablate.data.loader import check_header
 
     for path in sorted({arm.spec.data.path for arm in ab.arms if arm.spec.data.path}):
         try:
@@ -106,12 +106,12 @@ def check_data(ab: Ablation) -> None:
 
 
 def check_arms(ab: Ablation) -> None:
-    """Runs every arm's build-time checks (``core.spec.check_buildable``) before anything is queued.
+    """Runs every arm's build-time checks (``ablate.spec.check_buildable``) before anything is queued.
 
     The file's validation (names, keys, types, ranges) ran when it was loaded, without
     TensorFlow; a constructor's own checks need the blocks, and a campaign is about to train.
     """
-    from core.spec import check_buildable
+    from ablate.spec import check_buildable
 
     for arm in ab.arms:
         try:
@@ -160,7 +160,7 @@ def _run_pairs(study: optuna.Study, ab: Ablation, pairs: list[Pair], launch: Lau
 def _run_sequential(study: optuna.Study, ab: Ablation, design: SequentialDesign, launch: Launch) -> None:
     """Rounds of seeds: after each look, settled variants stop and the rest get more seeds.
 
-    The decisions are replayed from the finished values alone (``core.sequential.decide``), so
+    The decisions are replayed from the finished values alone (``ablate.sequential.decide``), so
     a resumed run takes the same decisions; a look that adds no data (failed runs) ends the loop.
     """
     looks = design.looks()

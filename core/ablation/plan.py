@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from core import stats
-from core.ablation.design import Ablation
-from core.errors import SpecError
+from ablate import stats
+from ablate.ablation.design import Ablation
+from ablate.errors import SpecError
 
 POWER = 0.8  # the conventional target power of a planned comparison
 _TEST_NAMES = {"paired-t": "two-sided paired t-test", "permutation": "exact sign-flip permutation test"}
@@ -161,7 +161,7 @@ def store_estimate(ab: Ablation) -> StoreEstimate | None:
     """Seed sd of the baseline arm from FINISHED runs in the current tracking store (None if < 2)."""
     from mlflow.tracking import MlflowClient
 
-    from core.campaign.runs import search_all
+    from ablate.campaign.runs import search_all
 
     client = MlflowClient()
     exp_ids = [e.experiment_id for e in client.search_experiments()]

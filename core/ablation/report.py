@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from core.ablation.collect import CLASS_METRICS, COST_METRICS, AblationRecord, collect
-from core.ablation.design import BASELINE
-from core.ablation.html import to_html
-from core.ablation.words import baseline_sentence, comparison_line, reason, what_changes
-from core.adapters import NOTE_TAG
-from core.names import inside
-from core.stats import PROB_BETTER_EXPLAINED, compare_arms
+from ablate.ablation.collect import CLASS_METRICS, COST_METRICS, AblationRecord, collect
+from ablate.ablation.design import BASELINE
+from ablate.ablation.html import to_html
+from ablate.ablation.words import baseline_sentence, comparison_line, reason, what_changes
+from ablate.adapters import NOTE_TAG
+from ablate.names import inside
+from ablate.stats import PROB_BETTER_EXPLAINED, compare_arms
 
 REPORT_FILES = ("report.md", "report.csv", "deltas.png", "per_class.png", "masks.png")
 
@@ -66,7 +66,7 @@ def _change(payload: dict, key: str) -> str:
 
 def _apply_sequential(table: pd.DataFrame, ok: pd.DataFrame, payload: dict) -> None:
     """Verdicts from the sequential rule, replayed from the finished values (as the run took them)."""
-    from core.sequential import SequentialDesign, decide
+    from ablate.sequential import SequentialDesign, decide
 
     design = SequentialDesign(**payload["sequential"])
     values = {k: dict(zip(g["seed"], g["val_miou"], strict=True)) for k, g in ok.groupby("variant")}
@@ -86,7 +86,7 @@ def _apply_sequential(table: pd.DataFrame, ok: pd.DataFrame, payload: dict) -> N
 
 
 def comparison_lines(record: AblationRecord, table: pd.DataFrame) -> list[str]:
-    """One plain-language line per variant (see ``core.ablation.words``)."""
+    """One plain-language line per variant (see ``ablate.ablation.words``)."""
     rows = table[table["variant"] != BASELINE]
     lines = []
     for _, r in rows.iterrows():
@@ -251,8 +251,8 @@ def per_class_plot(table: pd.DataFrame, path: Path) -> None:
 
 def masks_plot(record: AblationRecord, path: Path, n_images: int = 4) -> bool:
     """The same validation images predicted by every arm (first seed), side by side."""
-    from core.data.npz import read_arrays  # by key, header-checked: a store's file is read like a user's
-    from core.tracking import SAMPLE_ARTIFACT, colourize
+    from ablate.data.npz import read_arrays  # by key, header-checked: a store's file is read like a user's
+    from ablate.tracking import SAMPLE_ARTIFACT, colourize
 
     runs = record.runs[record.runs["status"] == "FINISHED"]
     if runs.empty:
@@ -296,8 +296,8 @@ def _metric_key(text: str) -> str:
 
 def _sections(record: AblationRecord, out: Path) -> tuple[list[str], list[str], list[str]]:
     """The design's own analysis and the image-by-image analysis: sections, figure files, findings."""
-    from core.ablation.designs import DESIGNS
-    from core.ablation.images import image_section
+    from ablate.ablation.designs import DESIGNS
+    from ablate.ablation.images import image_section
 
     payload = record.payload
     ok = record.runs[record.runs["status"] == "FINISHED"]

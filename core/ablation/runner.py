@@ -1,6 +1,6 @@
 """An ablation on the campaign engine: its (arm, seed) pairs are the trials of the queue.
 
-The queue (``core.campaign``) is an Optuna study: every pair is an enqueued trial carrying
+The queue (``ablate.campaign``) is an Optuna study: every pair is an enqueued trial carrying
 ``arm``, ``seed`` and ``spec_hash`` user attributes (its key is the spec hash and the seed).
 Finished pairs are skipped on a second invocation; failed or interrupted ones are queued
 again. Workers anywhere can share the queue (``ablate worker``). MLflow holds one parent run
@@ -17,9 +17,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from core import adapters
-from core.ablation.design import Ablation, Arm
-from core.campaign import (
+from ablate import adapters
+from ablate.ablation.design import Ablation, Arm
+from ablate.campaign import (
     Counts,
     ParentRun,
     Round,
@@ -32,10 +32,10 @@ from core.campaign import (
     require_parent,
     tally,
 )
-from core.campaign import enqueue_missing as enqueue
-from core.campaign.liveness import epoch_beats
-from core.errors import AblateError
-from core.spec import validate
+from ablate.campaign import enqueue_missing as enqueue
+from ablate.campaign.liveness import epoch_beats
+from ablate.errors import AblateError
+from ablate.spec import validate
 
 KIND = "ablation"
 PAYLOAD = "ablation"  # study user attribute: arms_payload()
@@ -169,8 +169,8 @@ class ArmObjective:
         self._splits: dict[tuple[str, int], Any] = {}
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from core.runner import run_spec
-        from core.train import load_data
+        from ablate.runner import run_spec
+        from ablate.train import load_data
 
         key, seed = trial.user_attrs.get("arm"), trial.user_attrs.get("seed")
         if key is None or seed is None or key not in self.payload["arms"]:  # queued by an earlier definition

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from core import stats
-from core.spec import flatten
+from ablate import stats
+from ablate.spec import flatten
 
 MAX_CHANGES = 3  # spec keys named per variant; more are summarised as "and N more"
 

@@ -2,7 +2,7 @@
 
 On a 64x128 input the bottleneck map is small (8x16 at depth 3, 4x8 at depth 4, 2x4 at depth 5),
 so dilation rates and pooling bins default to values that still see real pixels there. The
-transformer bottleneck lives in ``core.blocks.transformer``.
+transformer bottleneck lives in ``ablate.blocks.transformer``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from core.blocks.base import Block, SqueezeExcite, conv_bn_relu, resize, resize_to, run_layers
-from core.registry import BOTTLENECKS
+from ablate.blocks.base import Block, SqueezeExcite, conv_bn_relu, resize, resize_to, run_layers
+from ablate.registry import BOTTLENECKS
 
 __all__ = ["ASPP", "DilatedBottleneck", "PlainBottleneck", "PyramidPooling", "SEBottleneck",
            "SEDilatedBottleneck", "SqueezeExcite"]

@@ -2,7 +2,7 @@
 
 Every block takes ``filters`` and ``kernel_regularizer`` from the model builder. Blocks whose
 constructor has a ``drop_path`` argument also receive the regularizer's stochastic-depth rate
-(see ``core.blocks.regularizers``); a rate set in the block's own config wins. A block takes only
+(see ``ablate.blocks.regularizers``); a rate set in the block's own config wins. A block takes only
 arguments it uses: one without a residual branch has no ``drop_path``, so a spec setting it fails.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import keras
 
-from core.blocks.base import Block, DropPath, SqueezeExcite, conv_bn_relu, run_layers
-from core.registry import CONV_BLOCKS
+from ablate.blocks.base import Block, DropPath, SqueezeExcite, conv_bn_relu, run_layers
+from ablate.registry import CONV_BLOCKS
 
 
 @CONV_BLOCKS.register("double")

@@ -12,8 +12,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from core.blocks.base import Block, conv_bn_relu, resize_to, run_layers
-from core.registry import FUSIONS
+from ablate.blocks.base import Block, conv_bn_relu, resize_to, run_layers
+from ablate.registry import FUSIONS
 
 
 class Fusion(Block):

@@ -16,7 +16,7 @@ from typing import Any
 
 import keras
 
-from core.registry import REGULARIZERS
+from ablate.registry import REGULARIZERS
 
 
 class Regularizer:

@@ -11,7 +11,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from core.registry import SKIPS
+from ablate.registry import SKIPS
 
 
 class Skip(keras.layers.Layer):

@@ -11,8 +11,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from core.blocks.base import Block, DropPath, regularizer_config
-from core.registry import BOTTLENECKS
+from ablate.blocks.base import Block, DropPath, regularizer_config
+from ablate.registry import BOTTLENECKS
 
 
 @keras.saving.register_keras_serializable(package="ablate", name="TransformerEncoderLayer")

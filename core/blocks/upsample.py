@@ -6,8 +6,8 @@ from typing import Any
 
 import keras
 
-from core.blocks.base import Block
-from core.registry import UPSAMPLERS
+from ablate.blocks.base import Block
+from ablate.registry import UPSAMPLERS
 
 
 @UPSAMPLERS.register("transpose")

@@ -13,7 +13,7 @@ Ablations and studies sit on top of it and hand it what a trial is; it never imp
 - ``reconcile``: stale trials failed and re-queued, runs of ended trials ended;
 - ``runs``: paginated MLflow run listings.
 
-Every private or unstable Optuna / MLflow / optuna-dashboard API it relies on is in ``core.adapters``.
+Every private or unstable Optuna / MLflow / optuna-dashboard API it relies on is in ``ablate.adapters``.
 
 Example:
     >>> study = open_queue("ablation.skips", storage, kind="ablation")
@@ -24,11 +24,11 @@ Example:
     >>> end_parent(study, "FINISHED")
 """
 
-from core.campaign.execute import Launch, resumable, run_inline, run_round, run_workers, worker_env
-from core.campaign.failfast import TrialsFailed
-from core.campaign.kinds import Counts, Key, Objective, Round, TrialKind, has_waiting, tally
-from core.campaign.liveness import Heartbeat
-from core.campaign.parent import (
+from ablate.campaign.execute import Launch, resumable, run_inline, run_round, run_workers, worker_env
+from ablate.campaign.failfast import TrialsFailed
+from ablate.campaign.kinds import Counts, Key, Objective, Round, TrialKind, has_waiting, tally
+from ablate.campaign.liveness import Heartbeat
+from ablate.campaign.parent import (
     PARENT,
     TRACKING_URI,
     ParentRun,
@@ -38,10 +38,10 @@ from core.campaign.parent import (
     parent_of,
     require_parent,
 )
-from core.campaign.queue import KIND, enqueue_missing, kind_of, open_queue
-from core.campaign.reconcile import RUN_ID, Finding, child_tags, reconcile, remember_run, tidy
-from core.campaign.runs import child_runs, running_runs, search_all
-from core.campaign.worker import retry_interrupted, select_kind, work, work_on
+from ablate.campaign.queue import KIND, enqueue_missing, kind_of, open_queue
+from ablate.campaign.reconcile import RUN_ID, Finding, child_tags, reconcile, remember_run, tidy
+from ablate.campaign.runs import child_runs, running_runs, search_all
+from ablate.campaign.worker import retry_interrupted, select_kind, work, work_on
 
 __all__ = [
     "KIND", "PARENT", "RUN_ID", "TRACKING_URI", "Counts", "Finding", "Heartbeat", "Key", "Launch", "Objective",

@@ -24,16 +24,16 @@ from functools import partial
 
 import optuna
 
-from core.campaign import failfast
-from core.campaign.kinds import Round, TrialKind
-from core.campaign.parent import end_parent, note_failure
-from core.campaign.progress import Progress
-from core.campaign.reconcile import reconcile
-from core.campaign.worker import POLL_S, work
-from core.errors import AblateError
-from core.signals import die_with_parent, stop
+from ablate.campaign import failfast
+from ablate.campaign.kinds import Round, TrialKind
+from ablate.campaign.parent import end_parent, note_failure
+from ablate.campaign.progress import Progress
+from ablate.campaign.reconcile import reconcile
+from ablate.campaign.worker import POLL_S, work
+from ablate.errors import AblateError
+from ablate.signals import die_with_parent, stop
 
-WORKER_COMMAND = (sys.executable, "-m", "core.cli", "worker")  # `ablate worker`
+WORKER_COMMAND = (sys.executable, "-m", "ablate.cli", "worker")  # `ablate worker`
 STOP_WAIT_S = 120  # a terminated worker ends its run KILLED and delivers its backlog first
 
 
@@ -130,7 +130,7 @@ def worker_env(index: int, workers: int) -> dict[str, str]:
 @contextlib.contextmanager
 def resumable(study: optuna.Study, kept: Callable[[], str],
               end: Callable[[str], object] | None = None) -> Iterator[None]:
-    """Ends the parent run KILLED on Ctrl-C or SIGTERM / SIGHUP (``core.signals``; saying ``kept()`` and how
+    """Ends the parent run KILLED on Ctrl-C or SIGTERM / SIGHUP (``ablate.signals``; saying ``kept()`` and how
     to resume), FAILED on an error.
 
     ``end(status)`` ends the parent (default: ``end_parent(study, status)``); the exception is

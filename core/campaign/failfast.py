@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import optuna
 
-from core.adapters import OPTIMIZE_LOGGER
-from core.campaign.kinds import Objective
-from core.errors import AblateError
+from ablate.adapters import OPTIMIZE_LOGGER
+from ablate.campaign.kinds import Objective
+from ablate.errors import AblateError
 
 # Errors that no other trial escapes: bad input (data, spec), a broken install, no memory.
 FATAL: tuple[type[BaseException], ...] = (AblateError, ImportError, MemoryError)

@@ -26,7 +26,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from core.errors import AblateError
+from ablate.errors import AblateError
 
 _ACTIVE: ContextVar[Heartbeat | None] = ContextVar("ablate_heartbeat", default=None)
 

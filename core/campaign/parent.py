@@ -19,10 +19,10 @@ import mlflow
 import optuna
 from mlflow.tracking import MlflowClient
 
-from core import tracking
-from core.adapters import NOTE_TAG
-from core.campaign.queue import KIND
-from core.errors import AblateError
+from ablate import tracking
+from ablate.adapters import NOTE_TAG
+from ablate.campaign.queue import KIND
+from ablate.errors import AblateError
 
 PARENT = "mlflow_parent_run_id"  # study user attribute
 TRACKING_URI = "mlflow_tracking_uri"  # study user attribute: the store the parent run is in

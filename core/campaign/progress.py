@@ -14,8 +14,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from core.campaign.failfast import ERROR
-from core.campaign.kinds import Counts, Round
+from ablate.campaign.failfast import ERROR
+from ablate.campaign.kinds import Counts, Round
 
 
 class Progress:

@@ -20,8 +20,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from core.campaign.kinds import Key
-from core.errors import AblateError
+from ablate.campaign.kinds import Key
+from ablate.errors import AblateError
 
 KIND = "ablate.kind"  # study user attribute: which TrialKind runs the study's trials
 PRESENT = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)  # not queued again

@@ -22,8 +22,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from core.adapters import RUN_NAME_TAG, fail_stale, stale_trial_numbers
-from core.campaign.runs import running_runs
+from ablate.adapters import RUN_NAME_TAG, fail_stale, stale_trial_numbers
+from ablate.campaign.runs import running_runs
 
 RUN_ID = "mlflow_run_id"  # trial user attribute: the trial's MLflow run
 _FINAL_STATUS = {TrialState.COMPLETE: "FINISHED"}  # any other finished trial: KILLED

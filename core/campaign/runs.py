@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
-from core.adapters import PARENT_TAG
+from ablate.adapters import PARENT_TAG
 
 PAGE = 1000  # runs per page (MLflow's maximum for a file store is larger; servers cap lower)
 EXPERIMENTS_PER_QUERY = 100  # MLflow refuses a search over more experiments at once

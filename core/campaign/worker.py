@@ -22,15 +22,15 @@ from collections.abc import Callable, Iterator, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from core import adapters
-from core.campaign.failfast import Watch, filtering_optuna_logs, one_line_per_failure, raise_if_stopped, stop
-from core.campaign.kinds import Objective, TrialKind
-from core.campaign.liveness import Heartbeat, beat
-from core.campaign.queue import kind_of
-from core.campaign.reconcile import tidy
-from core.errors import AblateError
-from core.signals import Stopped, stops_as_interrupt
-from core.storage import HEARTBEAT_S, MAX_RETRY, load_study, open_storage
+from ablate import adapters
+from ablate.campaign.failfast import Watch, filtering_optuna_logs, one_line_per_failure, raise_if_stopped, stop
+from ablate.campaign.kinds import Objective, TrialKind
+from ablate.campaign.liveness import Heartbeat, beat
+from ablate.campaign.queue import kind_of
+from ablate.campaign.reconcile import tidy
+from ablate.errors import AblateError
+from ablate.signals import Stopped, stops_as_interrupt
+from ablate.storage import HEARTBEAT_S, MAX_RETRY, load_study, open_storage
 
 OnTrial = Callable[[optuna.Study, FrozenTrial], None]
 EMPTY = "empty"  # trial user attribute: started when nothing was queued, pruned at once
@@ -54,7 +54,7 @@ def work_on(study_name: str, storage_url: str | None, kinds: Sequence[TrialKind]
     """Loads the study ``study_name`` and works on it (what ``ablate worker`` runs); returns how many trials ran.
 
     ``heartbeat_file``: a file rewritten while the worker makes progress, for a platform's liveness
-    and readiness probes (``core.campaign.liveness``).
+    and readiness probes (``ablate.campaign.liveness``).
     """
     with Heartbeat(heartbeat_file).active() if heartbeat_file else contextlib.nullcontext():
         study = load_study(study_name, open_storage(storage_url))
@@ -66,11 +66,11 @@ def work(study: optuna.Study, kind: TrialKind, max_trials: int | None = None, ve
     """Runs trials until ``kind`` has no work and none is running (or ``max_trials``); returns how many ran.
 
     SIGTERM and SIGHUP (docker stop, a terminated worker process) end the current trial's run KILLED
-    and fail the trial for retry, like Ctrl-C (``core.signals``; also when not started by the CLI).
+    and fail the trial for retry, like Ctrl-C (``ablate.signals``; also when not started by the CLI).
     Raises ``TrialsFailed`` once trials fail for a reason that fails every trial, or another
-    worker of the queue found one (``core.campaign.failfast``).
+    worker of the queue found one (``ablate.campaign.failfast``).
     """
-    watch = Watch(kind.objective(study, verbose), echo=on_trial is None)  # fail fast: core.campaign.failfast
+    watch = Watch(kind.objective(study, verbose), echo=on_trial is None)  # fail fast: ablate.campaign.failfast
     started: list[int] = []  # numbers of the trials this worker started
     objective = _noting_start(watch if kind.sampled else _queued_only(watch), started)
     ran = 0

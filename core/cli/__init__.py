@@ -1,5 +1,5 @@
 """The ``ablate`` command line. Each command group lives in its own module."""
 
-from core.cli.main import main
+from ablate.cli.main import main
 
 __all__ = ["main"]

@@ -1,7 +1,7 @@
-"""``python -m core.cli ARGS``: the ``ablate`` command without its console script (worker processes)."""
+"""``python -m ablate.cli ARGS``: the ``ablate`` command without its console script (worker processes)."""
 
 import sys
 
-from core.cli.main import main
+from ablate.cli.main import main
 
 sys.exit(main())

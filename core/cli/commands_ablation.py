@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import types as T
+from ablate.cli import types as T
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,17 +68,17 @@ def _seed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seeds", type=T.positive_int, default=None, help="most seeds per arm with --until-decided")
 
 
-def _load(args: argparse.Namespace):  # noqa: ANN202 - an Ablation; core.ablation stays a lazy import
-    from core.ablation.design import load_ablation
+def _load(args: argparse.Namespace):  # noqa: ANN202 - an Ablation; ablate.ablation stays a lazy import
+    from ablate.ablation.design import load_ablation
 
     return load_ablation(args.file, seeds=args.seeds, overrides=args.overrides, until_decided=args.until_decided,
                          max_seeds=args.max_seeds)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from core import tracking
-    from core.ablation.orchestrate import run_ablation
-    from core.ablation.plan import check, make_plan
+    from ablate import tracking
+    from ablate.ablation.orchestrate import run_ablation
+    from ablate.ablation.plan import check, make_plan
 
     ab = _load(args)
     plan = make_plan(ab)
@@ -90,8 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from core import tracking
-    from core.ablation.report import build_report, summary_lines, terminal_table
+    from ablate import tracking
+    from ablate.ablation.report import build_report, summary_lines, terminal_table
 
     tracking.setup(args.tracking_uri)
     out, table = build_report(args.ref, args.out)
@@ -103,7 +103,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from core.ablation.plan import make_plan, store_estimate
+    from ablate.ablation.plan import make_plan, store_estimate
 
     ab = _load(args)
     if args.arms:
@@ -111,7 +111,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"  {arm.key:<32} spec_hash {arm.spec.spec_hash}{'  (baseline)' if arm.is_baseline else ''}")
     estimate = None
     if not args.no_store:
-        from core import tracking
+        from ablate import tracking
 
         tracking.setup(args.tracking_uri)
         estimate = store_estimate(ab)
@@ -121,9 +121,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from core import tracking
-    from core.ablation.collect import collect
-    from core.ablation.report import ablation_table, terminal_table
+    from ablate import tracking
+    from ablate.ablation.collect import collect
+    from ablate.ablation.report import ablation_table, terminal_table
 
     tracking.setup(args.tracking_uri)
     for ref in args.refs:
@@ -134,10 +134,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from core import tracking
-    from core.ablation.runner import ARMS
-    from core.campaign import work_on
-    from core.study.runner import study_trials
+    from ablate import tracking
+    from ablate.ablation.runner import ARMS
+    from ablate.campaign import work_on
+    from ablate.study.runner import study_trials
 
     tracking.setup(args.tracking_uri, offline_ok=args.offline_ok)
     ran = work_on(args.study, args.storage, kinds=[ARMS, study_trials()], max_trials=args.max_trials,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core.cli import types as T
+from ablate.cli import types as T
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from core.data import generate, write_npz
+    from ablate.data import generate, write_npz
 
     write_npz(Path(args.out), generate(args.n, args.seed, n_test=args.n_test))
     print(f"wrote {args.out}: {args.n} training pairs, {args.n_test} test images (seed {args.seed})")
@@ -45,14 +45,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from core.data import format_summary, inspect_npz
+    from ablate.data import format_summary, inspect_npz
 
     print(format_summary(inspect_npz(args.path)))
     return 0
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from core.data import clean_npz
+    from ablate.data import clean_npz
 
     report = clean_npz(args.path, args.out, args.report)
     outliers = sum(1 for g in report.groups if g.get("outlier"))
@@ -62,7 +62,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from core.data import import_ai4mars
+    from ablate.data import import_ai4mars
 
     result = import_ai4mars(args.src, args.out, seed=args.seed)
     print(f"wrote {args.out}" + (f": {result}" if result is not None else ""))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core.cli import types as T
+from ablate.cli import types as T
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,10 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from core import tracking
-    from core.errors import AblateError
-    from core.export import Selector, export_model
-    from core.names import check_name
+    from ablate import tracking
+    from ablate.errors import AblateError
+    from ablate.export import Selector, export_model
+    from ablate.names import check_name
 
     if (args.trial is not None or args.pareto_index is not None) and not args.study:
         raise AblateError("--trial and --pareto-index apply to --study only.")
@@ -86,13 +86,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from core.export import load_predictor, predict_file
-    from core.export.loading import RUN_ID, STORE_SCHEMES
-    from core.export.predict import check_request
+    from ablate.export import load_predictor, predict_file
+    from ablate.export.loading import RUN_ID, STORE_SCHEMES
+    from ablate.export.predict import check_request
 
     check_request(args.data, args.out, args.split, args.batch_size)  # before the (slow) model load
     if args.model.startswith(STORE_SCHEMES) or (RUN_ID.fullmatch(args.model) and not Path(args.model).exists()):
-        from core import tracking
+        from ablate import tracking
 
         tracking.setup(args.tracking_uri)  # registry URIs and run ids live in the tracking store
     predictor = load_predictor(args.model)

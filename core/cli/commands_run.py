@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from core.cli import types as T
+from ablate.cli import types as T
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,11 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from core import tracking
-    from core.names import check_name
-    from core.resilience import redact_text
-    from core.runner import run_spec
-    from core.spec import load_spec
+    from ablate import tracking
+    from ablate.names import check_name
+    from ablate.resilience import redact_text
+    from ablate.runner import run_spec
+    from ablate.spec import load_spec
 
     check_name(args.experiment, "--experiment")  # it becomes an MLflow experiment: refused before one is made
     spec = load_spec(args.spec, args.overrides)
@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_spec(args: argparse.Namespace) -> int:
-    from core.spec import check_buildable, load_spec
+    from ablate.spec import check_buildable, load_spec
 
     spec = load_spec(args.spec, args.overrides)
     if args.build:
@@ -74,7 +74,7 @@ def cmd_spec(args: argparse.Namespace) -> int:
 
 
 def cmd_blocks(args: argparse.Namespace) -> int:
-    from core.registry import ALL_REGISTRIES
+    from ablate.registry import ALL_REGISTRIES
 
     for kind, registry in ALL_REGISTRIES.items():
         print(f"{kind}:")
@@ -84,11 +84,11 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from core import serve
+    from ablate import serve
 
     serve.check_host(args.host, args.insecure, "the MLflow UI")
     serve.check_port_free(args.host, args.port)
-    from core import tracking
+    from ablate import tracking
 
     uri = tracking.default_tracking_uri()
     artifacts = (tracking.LOCAL_STORE / "artifacts").resolve()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import types as T
+from ablate.cli import types as T
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,9 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from core import tracking
-    from core.study.files import load_study_file
-    from core.study.orchestrate import run_study
+    from ablate import tracking
+    from ablate.study.files import load_study_file
+    from ablate.study.orchestrate import run_study
 
     plan = load_study_file(args.file, args.overrides, trials=args.trials)
     tracking.setup(args.tracking_uri)
@@ -63,8 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from core import tracking
-    from core.study.orchestrate import report_study
+    from ablate import tracking
+    from ablate.study.orchestrate import report_study
 
     tracking.setup(args.tracking_uri)
     out, summary = report_study(args.name, args.storage, args.out)
@@ -74,7 +74,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from core.study.files import check_space, load_study_file
+    from ablate.study.files import check_space, load_study_file
 
     plan = load_study_file(args.file, args.overrides)
     objectives = ", ".join(f"{o.metric} ({o.direction})" for o in plan.objectives)
@@ -89,12 +89,18 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from core import serve
+    from ablate import serve
 
     serve.check_host(args.host, args.insecure, "optuna-dashboard")
-    from optuna_dashboard import wsgi
+    from ablate.errors import AblateError
 
-    from core.storage import open_storage, redact, resolve_storage_url
+    try:
+        from optuna_dashboard import wsgi
+    except ImportError:
+        raise AblateError("`ablate dashboard` needs optuna-dashboard, part of the team extra: "
+                         "pip install -e '.[team]' (or `make team-demo`).") from None
+
+    from ablate.storage import open_storage, redact, resolve_storage_url
 
     url = resolve_storage_url(args.storage)
     app = wsgi(open_storage(url))  # ours creates the tables of a new store; a bad URL is one line, before listening

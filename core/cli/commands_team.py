@@ -17,10 +17,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """Exit status 0: nothing found or all repaired; 1: problems found and not repaired."""
     from mlflow.tracking import MlflowClient
 
-    from core import tracking
-    from core.doctor import diagnose
-    from core.resilience import redact_text
-    from core.storage import open_storage, resolve_storage_url
+    from ablate import tracking
+    from ablate.doctor import diagnose
+    from ablate.resilience import redact_text
+    from ablate.storage import open_storage, resolve_storage_url
 
     uri = tracking.setup(args.tracking_uri)
     url = resolve_storage_url(args.storage)

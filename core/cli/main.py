@@ -9,8 +9,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
-from core import signals
-from core.cli import commands_ablation, commands_data, commands_export, commands_run, commands_study, commands_team
+from ablate import signals
+from ablate.cli import commands_ablation, commands_data, commands_export, commands_run, commands_study, commands_team
 
 # Each module adds its sub-commands with register(subparsers).
 COMMAND_MODULES = [commands_run, commands_data, commands_ablation, commands_export, commands_team, commands_study]
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _debug_environment(debug: bool) -> Iterator[None]:
-    """Under ``--debug``, TensorFlow's start-up lines too (``core.quiet``; set before anything imports
+    """Under ``--debug``, TensorFlow's start-up lines too (``ablate.quiet``; set before anything imports
     it, and inherited by worker processes). Restored afterwards: ``main`` also runs in-process."""
     saved = {key: os.environ.get(key) for key in ("ABLATE_DEBUG", "TF_CPP_MIN_LOG_LEVEL")}
     if debug:
@@ -70,12 +70,12 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with signals.stops_as_interrupt():  # SIGTERM and SIGHUP end runs KILLED, as Ctrl-C does
             return int(args.func(args) or 0)
-    except KeyboardInterrupt as e:  # Ctrl-C, or core.signals.Stopped: exit 130 / 143 / 129
+    except KeyboardInterrupt as e:  # Ctrl-C, or ablate.signals.Stopped: exit 130 / 143 / 129
         code = signals.exit_code(e)
         print(f"ablate: {'interrupted' if code == 130 else signals.describe(e)}", file=sys.stderr)
         return code
     except Exception as e:  # noqa: BLE001 - the CLI's one place that turns errors into a line
-        from core.errors import AblateError
+        from ablate.errors import AblateError
 
         if args.debug:
             raise

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from core.errors import AblateError
+from ablate.errors import AblateError
 
 
 def _int(text: str, low: int, expected: str, high: int | None = None) -> int:
@@ -39,7 +39,7 @@ def non_negative_int(text: str) -> int:
 
 def seed(text: str) -> int:
     """A seed NumPy and TensorFlow accept: 0 to 2**32 - 1."""
-    from core.spec import MAX_SEED
+    from ablate.spec import MAX_SEED
 
     return _int(text, 0, f"a seed from 0 to {MAX_SEED}", MAX_SEED)
 
@@ -61,12 +61,12 @@ def positive_float(text: str) -> float:
 
 
 def workers(text: str) -> int:
-    """Worker processes, 0 or more (0: create the campaign only), at most ``core.memory.max_workers()``."""
+    """Worker processes, 0 or more (0: create the campaign only), at most ``ablate.memory.max_workers()``."""
     return _bounded_workers(non_negative_int(text))
 
 
 def _bounded_workers(n: int) -> int:
-    from core.memory import check_workers
+    from ablate.memory import check_workers
 
     try:
         check_workers(n)

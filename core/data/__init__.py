@@ -1,17 +1,17 @@
 """Mars terrain data: load and validate, generate, clean, inspect and import (``ablate data ...``).
 
 Example:
-    >>> from core.data import generate, write_npz, load_npz, split_indices
+    >>> from ablate.data import generate, write_npz, load_npz, split_indices
     >>> write_npz("data/synth.npz", generate(1000, seed=0, n_test=200))
     >>> data = load_npz("data/synth.npz")
     >>> train_idx, val_idx = split_indices(len(data.masks), 0.2, seed=0, groups=data.groups)
 """
 
-from core.data.ai4mars import import_ai4mars
-from core.data.clean import CleanReport, clean_npz, find_outliers
-from core.data.loader import MarsData, load_npz, split_indices
-from core.data.summary import format_summary, inspect_npz
-from core.data.synth import generate, generate_with_truth, write_npz
+from ablate.data.ai4mars import import_ai4mars
+from ablate.data.clean import CleanReport, clean_npz, find_outliers
+from ablate.data.loader import MarsData, load_npz, split_indices
+from ablate.data.summary import format_summary, inspect_npz
+from ablate.data.synth import generate, generate_with_truth, write_npz
 
 __all__ = [
     "CleanReport",

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from core.data.io import check_npz_suffix, save_npz_atomic
-from core.errors import DataError
+from ablate.data.io import check_npz_suffix, save_npz_atomic
+from ablate.errors import DataError
 
 SIZE = 128  # sources are resized to SIZE x SIZE, then cut into two SIZE/2 x SIZE halves
 _SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from core.data.io import atomic_path, check_npz_suffix, refuse_same_file
-from core.data.loader import file_fingerprint, from_arrays, read_arrays, scale_images
-from core.errors import DataError
+from ablate.data.io import atomic_path, check_npz_suffix, refuse_same_file
+from ablate.data.loader import file_fingerprint, from_arrays, read_arrays, scale_images
+from ablate.errors import DataError
 
 NEAR_DUPLICATE_TOL = 0.02  # mean |difference| (0-1 scale) below which two images count as one picture
 _POOL = 4  # images are compared after 4x4 average pooling, which ignores sensor noise

@@ -30,9 +30,9 @@ def default_data_path() -> Path:
     """``$ABLATE_DATA`` or ``data/synthetic_mars.npz``; generated if it does not exist yet."""
     path = default_data_location()
     if not path.exists():
-        from core.data.io import save_json_atomic
-        from core.data.loader import file_fingerprint
-        from core.data.synth import generate, write_npz
+        from ablate.data.io import save_json_atomic
+        from ablate.data.loader import file_fingerprint
+        from ablate.data.synth import generate, write_npz
 
         print(f"Generating the default synthetic data set at {path} ({DEFAULT_N} pairs)...")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ def generator_identity() -> str:
     The digest covers ``core/data/synth.py`` itself, so any change to the generator gives a new
     identity (a spec hashed before and after the change cannot be mistaken for the same run).
     """
-    from core.data import synth
+    from ablate.data import synth
 
     digest = hashlib.sha256(Path(synth.__file__).read_bytes()).hexdigest()[:12]
     return f"synthetic:{digest}:n={DEFAULT_N},seed={DEFAULT_SEED},test={DEFAULT_TEST}"
@@ -56,7 +56,7 @@ def generator_identity() -> str:
 def default_data_identity() -> str:
     """The default data's identity: the generator's while the file is missing or as generated,
     else the file's content fingerprint (see the module docstring)."""
-    from core.data.loader import data_identity
+    from ablate.data.loader import data_identity
 
     path = default_data_location()
     if not path.exists():

@@ -1,6 +1,6 @@
 """Atomic file writes: a reader sees the old file or the complete new one, never half of it.
 
-Every writer in ``core.data`` goes through :func:`atomic_path`: the content is written to a
+Every writer in ``ablate.data`` goes through :func:`atomic_path`: the content is written to a
 hidden temporary file in the destination folder, then moved into place with ``os.replace``
 (atomic on one file system). On any error the temporary file is removed and the destination
 is left untouched.
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import DataError
+from ablate.errors import DataError
 
 
 def _umask() -> int:

@@ -3,7 +3,7 @@
 The course format holds ``training_set`` (N, 2, 64, 128): ``[:, 0]`` grayscale images (0-255,
 or 0-1 floats) and ``[:, 1]`` masks (0 background, 1 soil, 2 bedrock, 3 sand, 4 big rock),
 and optionally ``test_set`` (M, 64, 128) images and ``groups`` (N,) source ids. Every problem
-is reported as a one-line :class:`~core.errors.DataError` when the file is loaded.
+is reported as a one-line :class:`~ablate.errors.DataError` when the file is loaded.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.data import npz
-from core.errors import DataError
+from ablate.data import npz
+from ablate.errors import DataError
 
 HEIGHT, WIDTH = 64, 128  # the course's image size
 NUM_CLASSES = 5  # 0 background/unlabelled, 1 soil, 2 bedrock, 3 sand, 4 big rock
@@ -105,7 +105,7 @@ def read_arrays(path: str | os.PathLike[str], keys: Sequence[str] | None = COURS
     """Read the course arrays (or ``keys``; None reads all) of an ``.npz``; ``training_set`` must be there.
 
     Only the named arrays are decompressed, each after its header passed the checks of
-    :mod:`core.data.npz` (no object arrays, a size cap, a zip entry matching its header), so an
+    :mod:`ablate.data.npz` (no object arrays, a size cap, a zip entry matching its header), so an
     unused or oversized member costs nothing.
 
     Args:
@@ -126,7 +126,7 @@ def check_header(path: str | os.PathLike[str]) -> None:
     """Check an ``.npz`` against the course layout from its zip directory and array headers alone.
 
     What a campaign runs before it queues anything: no array is decompressed (only each course
-    array's ``.npy`` header, see :mod:`core.data.npz`), so a missing, truncated or wrongly
+    array's ``.npy`` header, see :mod:`ablate.data.npz`), so a missing, truncated or wrongly
     shaped file is one clear error at once rather than a failure in every trial. Values
     (labels 0-4, finite pixels) and the bytes past each header are checked when
     :func:`load_npz` reads the file.

@@ -34,7 +34,7 @@ from typing import IO
 import numpy as np
 import numpy.lib.format as npy
 
-from core.errors import DataError
+from ablate.errors import DataError
 
 DEFAULT_MAX_ARRAY_BYTES = 8 * 2**30  # the course's training set is 0.9 GB as float64; 20 GB is a zip bomb
 MAX_BYTES_ENV = "ABLATE_MAX_ARRAY_BYTES"

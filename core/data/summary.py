@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from core.data.clean import find_outliers
-from core.data.loader import CLASS_NAMES, NUM_CLASSES, file_fingerprint, from_arrays, read_arrays
+from ablate.data.clean import find_outliers
+from ablate.data.loader import CLASS_NAMES, NUM_CLASSES, file_fingerprint, from_arrays, read_arrays
 
 _SHOWN_GROUPS = 8  # largest duplicate-mask groups listed in the summary
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.io import save_npz_atomic
-from core.errors import DataError
+from ablate.data.io import save_npz_atomic
+from ablate.errors import DataError
 
 H, W = 64, 128
 _BATCH = 256  # images generated at once: keeps float32 temporaries near 150 MB

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from core.data.loader import HEIGHT, WIDTH
-from core.export.check import PROB_ATOL, TFLITE_ATOL, FormatCheck
-from core.export.select import Choice, metric_of
-from core.metrics import CLASS_COLOURS, CLASS_NAMES
-from core.spec import Spec
+from ablate.data.loader import HEIGHT, WIDTH
+from ablate.export.check import PROB_ATOL, TFLITE_ATOL, FormatCheck
+from ablate.export.select import Choice, metric_of
+from ablate.metrics import CLASS_COLOURS, CLASS_NAMES
+from ablate.spec import Spec
 
 SCALING = {
     "uint8": "x / 255",
@@ -37,7 +37,7 @@ def preprocessing(model_name: str, version: str | None) -> dict[str, Any]:
         "classes": [{"id": i, "name": n, "colour": list(c)}
                     for i, (n, c) in enumerate(zip(CLASS_NAMES, CLASS_COLOURS, strict=True))],
         "formats": {
-            "model.keras": "Keras 3; `import core` first, then keras.saving.load_model(path, safe_mode=True)",
+            "model.keras": "Keras 3; `import ablate` first, then keras.saving.load_model(path, safe_mode=True)",
             "saved_model": "tf.saved_model.load(path); signatures serving_default (float images) and serving_uint8 "
                            "(uint8 images), input 'images', outputs 'masks' and 'probabilities'; scaling in-graph",
             "model.tflite": "one image at a time: float32 (1, 64, 128, 1) already scaled to [0, 1] -> "
@@ -78,7 +78,7 @@ def model_card(c: CardInputs) -> str:
         _metrics(c),
         _results_section(c),
         "## Spec",
-        f"spec_hash `{c.spec.spec_hash}`. Rebuild with `core.spec.validate(json.load(open('spec.json')))`.",
+        f"spec_hash `{c.spec.spec_hash}`. Rebuild with `ablate.spec.validate(json.load(open('spec.json')))`.",
         "```json\n" + json.dumps(c.spec.to_dict(), indent=2, sort_keys=True) + "\n```",
         "## Files and how to load them",
         _files(),
@@ -157,13 +157,13 @@ def _results_section(c: CardInputs) -> str:
 def _files() -> str:
     return (
         "| file | what | load with |\n|---|---|---|\n"
-        "| `model.keras` | Keras 3 model | `import core; keras.saving.load_model('model.keras', safe_mode=True)` |\n"
+        "| `model.keras` | Keras 3 model | `import ablate; keras.saving.load_model('model.keras', safe_mode=True)` |\n"
         "| `saved_model/` | TF SavedModel, raw images in, masks + probabilities out | "
         "`m = tf.saved_model.load('saved_model'); m.signatures['serving_uint8'](images=x)` (no project code) |\n"
         "| `model.tflite` | TFLite float32, one image (1, 64, 128, 1) scaled to [0, 1] | "
         "`tf.lite.Interpreter('model.tflite').get_signature_runner()(images=x)` |\n"
         "| `preprocessing.json` | scaling, shapes, class names and colours | `json.load` |\n"
-        "| `spec.json` | the full training spec | `core.spec.validate(json.load(f))` |\n\n"
+        "| `spec.json` | the full training spec | `ablate.spec.validate(json.load(f))` |\n\n"
         "From MLflow: `mlflow.pyfunc.load_model('models:/NAME@champion').predict(images)` returns masks; "
         "`mlflow models serve -m models:/NAME@champion --env-manager local` serves them "
         "(`POST /invocations` with `{\"inputs\": images}`). From the command line: "

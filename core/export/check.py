@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from core.export.formats import ExportError, keras_probabilities, load_keras, tflite_predict
+from ablate.export.formats import ExportError, keras_probabilities, load_keras, tflite_predict
 
 PROB_ATOL = 1e-4  # .keras, SavedModel, pyfunc: the same TF kernels, so float32 rounding only
 # TFLite fuses and reorders ops (its own conv kernels, XNNPACK); 1e-3 leaves room for that
@@ -49,7 +49,7 @@ class FormatCheck:
 
 def check_images() -> np.ndarray:
     """The fixed uint8 batch (16, 64, 128) every format is checked on."""
-    from core.data.synth import generate
+    from ablate.data.synth import generate
 
     images = generate(CHECK_IMAGES - 2, seed=CHECK_SEED)["training_set"][:, 0]
     edges = np.stack([np.zeros((64, 128), np.uint8), np.full((64, 128), 255, np.uint8)])

@@ -1,6 +1,6 @@
 """Does an ablation's winner really win? The winner against the runner-up, paired by seed.
 
-:func:`core.export.select.from_ablation` exports the best-mean arm only when :class:`Evidence`
+:func:`ablate.export.select.from_ablation` exports the best-mean arm only when :class:`Evidence`
 says it is ``supported`` (or with ``force``); the card quotes :meth:`Evidence.text`.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from mlflow.entities import Run
 
-from core.stats import PairedResult, paired_difference, verdict
+from ablate.stats import PairedResult, paired_difference, verdict
 
 # Metrics where smaller is better; every other metric (mIoU, IoU) is maximised.
 LOWER_IS_BETTER = ("latency_ms_per_image", "params", "train_time_s", "flops_per_image", "epochs_run")

@@ -24,11 +24,11 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from core.errors import AblateError, excerpt
-from core.export import card, check, formats, publish
-from core.export.select import Choice, Selector, select
-from core.names import RULE, check_name, inside, is_safe
-from core.spec import Spec, validate
+from ablate.errors import AblateError, excerpt
+from ablate.export import card, check, formats, publish
+from ablate.export.select import Choice, Selector, select
+from ablate.names import RULE, check_name, inside, is_safe
+from ablate.spec import Spec, validate
 
 EXPORTS = Path("exports")  # the default export folder: exports/NAME
 
@@ -48,7 +48,7 @@ class ExportResult:
 
 def export_model(sel: Selector, out: Path | None = None, name: str | None = None, refit: bool = False,
                  tracking_uri: str = "") -> ExportResult:
-    """Exports the run ``sel`` picks (see :mod:`core.export.select`); MLflow must be set up."""
+    """Exports the run ``sel`` picks (see :mod:`ablate.export.select`); MLflow must be set up."""
     client = MlflowClient()
     choice = select(client, sel)
     model_name = model_name_for(name, choice)
@@ -77,7 +77,7 @@ def export_model(sel: Selector, out: Path | None = None, name: str | None = None
 def model_name_for(name: str | None, choice: Choice) -> str:
     """The registered model's name: ``--name``, else the study, ablation or experiment chosen from.
 
-    Checked against ``core.names`` before anything is built or logged: MLflow refuses some names
+    Checked against ``ablate.names`` before anything is built or logged: MLflow refuses some names
     (``a/b``) only when the model is logged, which would leave a logged model and a built bundle.
     An experiment name need not be safe (MLflow allows spaces), so the message asks for ``--name``.
     """
@@ -171,6 +171,6 @@ def export_run(choice: Choice, model_name: str, model_run_id: str) -> Iterator[N
 
 def refit_run(choice: Choice) -> mlflow.entities.Run:
     """Retrains the chosen spec on train + validation as its own run; returns that run."""
-    from core.export.refit import refit
+    from ablate.export.refit import refit
 
     return MlflowClient().get_run(refit(choice))

@@ -27,9 +27,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core.data.loader import HEIGHT, WIDTH
-from core.errors import AblateError
-from core.metrics import NUM_CLASSES
+from ablate.data.loader import HEIGHT, WIDTH
+from ablate.errors import AblateError
+from ablate.metrics import NUM_CLASSES
 
 
 class ExportError(AblateError):
@@ -88,7 +88,7 @@ def _show(shapes: list[tuple[int | None, ...]]) -> str:
 
 def _check_keras_archive(p: Path) -> None:
     """Refuses a missing, empty, non-zip or bomb-sized ``.keras`` before Keras reads it."""
-    from core.data.npz import MAX_BYTES_ENV, max_array_bytes
+    from ablate.data.npz import MAX_BYTES_ENV, max_array_bytes
 
     if not p.exists():
         raise ExportError(f"Model file '{p}' not found; expected a .keras file saved by `ablate run`.")
@@ -111,12 +111,12 @@ def _check_keras_archive(p: Path) -> None:
 
 def _register_project_classes() -> None:
     """Imports the modules whose decorators register the project's Keras classes (idempotent)."""
-    import core.augment
-    import core.blocks
-    import core.losses
-    import core.metrics
-    import core.models
-    import core.optim  # noqa: F401
+    import ablate.augment
+    import ablate.blocks
+    import ablate.losses
+    import ablate.metrics
+    import ablate.models
+    import ablate.optim  # noqa: F401
 
 
 def _excerpt(text: str) -> str:

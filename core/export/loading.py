@@ -3,7 +3,7 @@
 What is loaded, and why that is safe:
 
 - a ``.keras`` file, with Keras safe mode (a stored ``Lambda`` function is refused, not run);
-  see :func:`core.export.formats.load_keras`, which also checks the model's shapes;
+  see :func:`ablate.export.formats.load_keras`, which also checks the model's shapes;
 - a SavedModel folder, with ``tf.saved_model.load``: it restores TensorFlow graphs and weights
   and imports no Python from the folder (a graph can still read or write files when called, so
   use SavedModels you trust). Its ``serving_default`` must map ``images`` to ``masks``;
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from core.data.loader import HEIGHT, WIDTH
-from core.errors import AblateError
+from ablate.data.loader import HEIGHT, WIDTH
+from ablate.errors import AblateError
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # float32 (n, 64, 128, 1) in [0, 1] -> uint8 masks (n, 64, 128)
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -69,7 +69,7 @@ def _from_folder(path: Path) -> Predictor:
 
 
 def _keras(path: Path) -> Predictor:
-    from core.export.formats import load_keras
+    from ablate.export.formats import load_keras
 
     model = load_keras(path)  # safe mode, shapes checked
     return lambda x: np.argmax(model.predict_on_batch(x), axis=-1).astype(np.uint8)
@@ -195,7 +195,7 @@ def _exists(root: str, rel: str) -> bool:
 def _store_error(uri: str, e: BaseException) -> AblateError:
     import mlflow
 
-    from core.resilience import redact_text
+    from ablate.resilience import redact_text
 
     return AblateError(f"Could not read '{uri}' from the tracking store at {redact_text(mlflow.get_tracking_uri())}: "
                        f"{_excerpt(e)}. Check the name, alias or run id and --tracking-uri.")

@@ -2,7 +2,7 @@
 
 ``np.load`` reads a whole member at once (a float64 test set of 10,000 images is 650 MB); these
 helpers stream rows from the zip member (compressed or not) after :func:`open_member` has checked
-its header (see :mod:`core.data.npz`: no object arrays, a size cap, a zip entry that matches its
+its header (see :mod:`ablate.data.npz`: no object arrays, a size cap, a zip entry that matches its
 header), and write a single-array ``.npz`` the same way.
 
 Example:
@@ -20,8 +20,8 @@ from collections.abc import Iterator
 import numpy as np
 import numpy.lib.format as npy
 
-from core.data.npz import Member, open_member, read_header
-from core.errors import DataError
+from ablate.data.npz import Member, open_member, read_header
+from ablate.errors import DataError
 
 __all__ = ["ArrayWriter", "Member", "iter_rows", "open_member"]
 

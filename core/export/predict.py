@@ -1,6 +1,6 @@
 """``ablate predict``: masks for every image of an ``.npz``, streamed in batches.
 
-Images are read in batches straight from the ``.npz`` (see :mod:`~core.export.npzstream`),
+Images are read in batches straight from the ``.npz`` (see :mod:`~ablate.export.npzstream`),
 so memory stays flat for 10,000+ images: the masks go to ``OUT.npz`` (``masks`` (N, 64, 128)
 uint8), optionally the course submission CSV (``id`` then 8,192 pixel labels, row-major) and
 colour overlays, each written atomically (complete or not at all).
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.io import atomic_path, check_npz_suffix, refuse_same_file
-from core.data.loader import HEIGHT, WIDTH
-from core.errors import AblateError, DataError
-from core.export.loading import RUN_ID, Predictor, load_predictor
-from core.export.npzstream import ArrayWriter, Member, iter_rows, open_member
-from core.metrics import CLASS_COLOURS, NUM_CLASSES
+from ablate.data.io import atomic_path, check_npz_suffix, refuse_same_file
+from ablate.data.loader import HEIGHT, WIDTH
+from ablate.errors import AblateError, DataError
+from ablate.export.loading import RUN_ID, Predictor, load_predictor
+from ablate.export.npzstream import ArrayWriter, Member, iter_rows, open_member
+from ablate.metrics import CLASS_COLOURS, NUM_CLASSES
 
 __all__ = ["RUN_ID", "PredictResult", "Predictor", "check_request", "load_predictor", "predict_file"]
 

@@ -18,8 +18,8 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
-from core.data.loader import HEIGHT, WIDTH
-from core.errors import AblateError
+from ablate.data.loader import HEIGHT, WIDTH
+from ablate.errors import AblateError
 
 ALIAS = "champion"  # MLflow aliases replace the deprecated stages ("Production")
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")

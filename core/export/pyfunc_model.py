@@ -60,7 +60,7 @@ class MarsSegmenter(PythonModel):
         self._tf = tf
 
     # model_input is left unannotated: MLflow reads a type hint there as a schema to enforce,
-    # and the explicit signature (see core.export.publish) already describes the input.
+    # and the explicit signature (see ablate.export.publish) already describes the input.
     def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> np.ndarray:  # type: ignore[no-untyped-def]
         x = as_images(model_input)
         masks = np.empty(x.shape[:3], np.uint8)

@@ -2,7 +2,7 @@
 
 The refit trains for the source run's best epoch count (there is no held-out set left to stop
 on) with the same seed, so data order and initialisation match the source run's. It reuses
-``core.runner.run_spec``; the validation figures it logs are on images it trained on and are
+``ablate.runner.run_spec``; the validation figures it logs are on images it trained on and are
 tagged as such.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from core.errors import AblateError
-from core.export.select import Choice, metric_of
-from core.spec import Spec, validate
+from ablate.errors import AblateError
+from ablate.export.select import Choice, metric_of
+from ablate.spec import Spec, validate
 
 
 def refit_spec(source: Spec, best_epoch: float) -> Spec:
@@ -32,8 +32,8 @@ def refit_spec(source: Spec, best_epoch: float) -> Spec:
 
 def refit(choice: Choice) -> str:
     """Trains the refit run in the source run's experiment; returns its run id."""
-    from core.runner import run_spec
-    from core.train import Split, load_data
+    from ablate.runner import run_spec
+    from ablate.train import Split, load_data
 
     client = MlflowClient()
     source = choice.run

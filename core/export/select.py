@@ -26,13 +26,13 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from core.campaign.runs import child_runs, search_all
-from core.errors import AblateError
-from core.export.evidence import ALPHA as ALPHA
-from core.export.evidence import CONFIDENCE as CONFIDENCE
-from core.export.evidence import LOWER_IS_BETTER as LOWER_IS_BETTER
-from core.export.evidence import MORE_SEEDS as MORE_SEEDS
-from core.export.evidence import Evidence, higher_is_better, metric_of
+from ablate.campaign.runs import child_runs, search_all
+from ablate.errors import AblateError
+from ablate.export.evidence import ALPHA as ALPHA
+from ablate.export.evidence import CONFIDENCE as CONFIDENCE
+from ablate.export.evidence import LOWER_IS_BETTER as LOWER_IS_BETTER
+from ablate.export.evidence import MORE_SEEDS as MORE_SEEDS
+from ablate.export.evidence import Evidence, higher_is_better, metric_of
 
 SECOND_OBJECTIVES = ("latency_ms_per_image", "params")
 # Runs --best-of never picks: parents and exports hold no model; a refit's validation images were

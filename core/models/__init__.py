@@ -4,8 +4,8 @@ from typing import Any
 
 import keras
 
-from core.models import coarse_fine, unet
-from core.registry import MODELS
+from ablate.models import coarse_fine, unet
+from ablate.registry import MODELS
 
 __all__ = ["build_model", "coarse_fine", "unet"]
 

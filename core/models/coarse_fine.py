@@ -1,6 +1,6 @@
 """Coarse-fine dual-branch model (the seed report, section 6).
 
-A local branch (the U-Net of ``core.models.unet`` at full resolution, configured by the same
+A local branch (the U-Net of ``ablate.models.unet`` at full resolution, configured by the same
 flat keys as ``unet``) sees fine detail; a global branch (a U-Net on the image average-pooled by
 ``downsample``, with more down-sampling and its own blocks, e.g. an ASPP or transformer
 bottleneck and stochastic depth) sees wide context. A registered fusion merges the two at full
@@ -25,8 +25,8 @@ from typing import Any
 
 import keras
 
-from core.errors import SpecError
-from core.models.unet import (
+from ablate.errors import SpecError
+from ablate.models.unet import (
     INPUT_SHAPE,
     NESTED,
     Branch,
@@ -37,7 +37,7 @@ from core.models.unet import (
     run_branch,
     spec_errors,
 )
-from core.registry import BRANCHES, FUSIONS, MODELS
+from ablate.registry import BRANCHES, FUSIONS, MODELS
 
 # The global branch's kinds (one so far). Not a spec-level registry: it only appears nested
 # under ``model.global_branch``, where the registry validates its keys and blocks.

@@ -16,10 +16,10 @@ from typing import Any
 
 import keras
 
-from core.blocks.regularizers import Regularizer
-from core.errors import SpecError
-from core.registry import BOTTLENECKS, CONV_BLOCKS, MODELS, REGULARIZERS, SKIPS, UPSAMPLERS, Registry
-from core.task import INPUT_SHAPE, MAX_DEPTH, check_depth  # noqa: F401  (re-exported)
+from ablate.blocks.regularizers import Regularizer
+from ablate.errors import SpecError
+from ablate.registry import BOTTLENECKS, CONV_BLOCKS, MODELS, REGULARIZERS, SKIPS, UPSAMPLERS, Registry
+from ablate.task import INPUT_SHAPE, MAX_DEPTH, check_depth  # noqa: F401  (re-exported)
 
 # Block parameters of a branch: validated recursively by the registry (unknown keys are named).
 NESTED: dict[str, Registry] = {"conv": CONV_BLOCKS, "skip": SKIPS, "bottleneck": BOTTLENECKS,

@@ -47,8 +47,8 @@ one shared baseline, Holm: 0.048 at 3 seeds, 0.045 at 5, 0.047 at 8 (normal), 0.
 differences, 5 seeds: 0.909 (``power_paired_t``: 0.909).
 """
 
-from core.stats._checks import Seed
-from core.stats._inference import (
+from ablate.stats._checks import Seed
+from ablate.stats._inference import (
     EXACT_MAX_N,
     PROB_BETTER_EXPLAINED,
     ArmSummary,
@@ -59,11 +59,11 @@ from core.stats._inference import (
     permutation_test,
     summarize_arm,
 )
-from core.stats._inference import _t_batch as _t_batch
-from core.stats._multiplicity import CORRECTIONS, adjust, holm, verdict
-from core.stats._multiplicity import _adjust_batch as _adjust_batch
-from core.stats._multiplicity import _verdict_codes as _verdict_codes
-from core.stats._planning import (
+from ablate.stats._inference import _t_batch as _t_batch
+from ablate.stats._multiplicity import CORRECTIONS, adjust, holm, verdict
+from ablate.stats._multiplicity import _adjust_batch as _adjust_batch
+from ablate.stats._multiplicity import _verdict_codes as _verdict_codes
+from ablate.stats._planning import (
     TESTS,
     min_adjusted_p,
     min_p,
@@ -72,7 +72,7 @@ from core.stats._planning import (
     seeds_for_power,
     seeds_needed_permutation,
 )
-from core.stats._table import OK_STATUS, compare_arms
+from ablate.stats._table import OK_STATUS, compare_arms
 
 __all__ = [
     "CORRECTIONS",
@@ -101,5 +101,5 @@ __all__ = [
 ]
 
 # The examples live in the private modules; listing the public classes and functions here lets
-# ``doctest.testmod(core.stats)`` run them all (doctest only looks at names defined in a module).
+# ``doctest.testmod(ablate.stats)`` run them all (doctest only looks at names defined in a module).
 __test__ = {name: globals()[name] for name in __all__ if callable(globals()[name])}

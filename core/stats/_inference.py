@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as sps
 
-from core.stats._checks import Seed, _as_values, _check_options, _count, _fraction, _rng
+from ablate.stats._checks import Seed, _as_values, _check_options, _count, _fraction, _rng
 
 EXACT_MAX_N = 12  # 2**12 = 4096 sign assignments: exact and still instant
 PROB_BETTER_EXPLAINED = (

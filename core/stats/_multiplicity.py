@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from core.stats._checks import _choose, _fraction
+from ablate.stats._checks import _choose, _fraction
 
 CORRECTIONS = ("holm", "bonferroni", "none")  # multiplicity corrections of ``adjust``
 

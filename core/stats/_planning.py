@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import stats as sps
 
-from core.stats._checks import _as_values, _choose, _count, _fraction
-from core.stats._multiplicity import CORRECTIONS
+from ablate.stats._checks import _as_values, _choose, _count, _fraction
+from ablate.stats._multiplicity import CORRECTIONS
 
 TESTS = ("paired-t", "permutation")  # tests the planning helpers know
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.stats._checks import _check_options, _fraction, _rng
-from core.stats._inference import PairedResult, paired_difference, summarize_arm
-from core.stats._multiplicity import holm, verdict
+from ablate.stats._checks import _check_options, _fraction, _rng
+from ablate.stats._inference import PairedResult, paired_difference, summarize_arm
+from ablate.stats._multiplicity import holm, verdict
 
 OK_STATUS = "FINISHED"  # MLflow's status for a normal end; every other status is failed
 _NOT_PAIRED = PairedResult(0, math.nan, math.nan, math.nan, "", math.nan, "", math.nan, math.nan, 0, ())

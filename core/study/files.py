@@ -22,12 +22,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core import memory
-from core.ablation.design import Budget
-from core.errors import SpecError, excerpt
-from core.names import check_name
-from core.spec import apply_overrides, deep_merge, read_yaml, resolve_base, set_dotted, validate
-from core.study.space import (
+from ablate import memory
+from ablate.ablation.design import Budget
+from ablate.errors import SpecError, excerpt
+from ablate.names import check_name
+from ablate.spec import apply_overrides, deep_merge, read_yaml, resolve_base, set_dotted, validate
+from ablate.study.space import (
     EPOCH_METRICS,
     MISSING,
     PRUNERS,
@@ -40,7 +40,7 @@ from core.study.space import (
     assign,
     get_dotted,
 )
-from core.yamlio import excerpt_text, shown
+from ablate.yamlio import excerpt_text, shown
 
 EXHAUSTIVE_LIMIT = 256  # spaces with at most this many corner combinations are validated in full
 
@@ -49,7 +49,7 @@ class StudyFile(BaseModel):
     """The validated content of a study YAML file (before the base spec is resolved)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)  # `trials: 2.5` is an error
-    name: str  # the Optuna study, MLflow experiment and report folder: checked by core.names.check_name
+    name: str  # the Optuna study, MLflow experiment and report folder: checked by ablate.names.check_name
     description: str = ""
     base: str | dict[str, Any]
     trials: int = Field(20, ge=1)  # the trial budget: finished trials, over all workers

@@ -6,13 +6,13 @@ from __future__ import annotations
 import optuna
 from mlflow.tracking import MlflowClient
 
-from core import tracking
-from core.campaign import PARENT, Launch, note_failure, reconcile, resumable, run_round
-from core.errors import AblateError, DataError
-from core.storage import load_study, open_storage, redact, resolve_storage_url
-from core.study.report import build_report
-from core.study.runner import counts, finish_parent, has_budget, plan_of, prepare, study_round, study_trials
-from core.study.space import StudyDef
+from ablate import tracking
+from ablate.campaign import PARENT, Launch, note_failure, reconcile, resumable, run_round
+from ablate.errors import AblateError, DataError
+from ablate.storage import load_study, open_storage, redact, resolve_storage_url
+from ablate.study.report import build_report
+from ablate.study.runner import counts, finish_parent, has_budget, plan_of, prepare, study_round, study_trials
+from ablate.study.space import StudyDef
 
 
 def run_study(plan: StudyDef, storage_url: str | None = None, workers: int = 1, timeout: float | None = None,
@@ -59,12 +59,12 @@ def run_study(plan: StudyDef, storage_url: str | None = None, workers: int = 1, 
 
 def check_data(plan: StudyDef) -> None:
     """Checks the data file of the base spec (and each choice of a ``data.path`` space key) from
-    its headers (``core.data.loader.check_header``), before the study or its parent run exist.
+    its headers (``ablate.data.loader.check_header``), before the study or its parent run exist.
 
     Specs were validated when the file was loaded (every choice of every key, see
-    ``core.study.files.check_space``); a bad data file would otherwise fail every trial.
+    ``ablate.study.files.check_space``); a bad data file would otherwise fail every trial.
     """
-    from core.data.loader import check_header
+    from ablate.data.loader import check_header
 
     paths = {plan.base["data"].get("path")}
     if "data.path" in plan.params:

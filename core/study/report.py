@@ -4,7 +4,7 @@ Everything comes from the Optuna storage, so ``ablate study report NAME`` rebuil
 files on any machine that reaches it; they are also logged to the MLflow parent run under
 ``report/``. Plots use Optuna's matplotlib backend (PNG): optimisation history, parameter
 importances, parallel coordinates, intermediate values (per-epoch val mIoU) and, for two
-objectives, the Pareto front. Surplus trials (see ``core.study.runner``) appear nowhere.
+objectives, the Pareto front. Surplus trials (see ``ablate.study.runner``) appear nowhere.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from core.campaign import PARENT, RUN_ID
-from core.names import inside
-from core.study.runner import SURPLUS, counts, plan_of
-from core.study.space import StudyDef
+from ablate.campaign import PARENT, RUN_ID
+from ablate.names import inside
+from ablate.study.runner import SURPLUS, counts, plan_of
+from ablate.study.space import StudyDef
 
 TOP = 5  # best trials listed for a single objective
 IMPORTANCE = "PED-ANOVA (Optuna's default evaluator; conditional parameters included)"

@@ -29,8 +29,8 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from core import adapters
-from core.campaign import (
+from ablate import adapters
+from ablate.campaign import (
     Counts,
     ParentRun,
     Round,
@@ -44,10 +44,10 @@ from core.campaign import (
     require_parent,
     tally,
 )
-from core.campaign.liveness import epoch_beats
-from core.errors import AblateError, SpecError
-from core.spec import check_buildable
-from core.study.space import StudyDef
+from ablate.campaign.liveness import epoch_beats
+from ablate.errors import AblateError, SpecError
+from ablate.spec import check_buildable
+from ablate.study.space import StudyDef
 
 KIND = "study"
 PAYLOAD = "ablate.study"  # study user attr: StudyDef.payload()
@@ -166,7 +166,7 @@ def finish_parent(study: optuna.Study, plan: StudyDef | None = None, status: str
 
 def study_round(study: optuna.Study, plan: StudyDef) -> Round:
     """What the engine's progress bar shows: finished trials of the budget, pruned, failed, best."""
-    from core.study.report import trial_line
+    from ablate.study.report import trial_line
 
     def describe(trial: FrozenTrial) -> str | None:
         return None if trial.user_attrs.get(SURPLUS) else f"trial #{trial.number}: {trial_line(trial, plan)}"
@@ -231,7 +231,7 @@ class StudyObjective:
         self._splits: dict[str, Any] = {}
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        from core.runner import run_spec
+        from ablate.runner import run_spec
 
         trials = trial.study.get_trials(deepcopy=False)
         if _over_budget(trial.number, trials, self.plan.n_trials):
@@ -273,7 +273,7 @@ class StudyObjective:
 
     def _split(self, spec: Any) -> Any:
         """The data split, loaded once per worker for each data section and seed."""
-        from core.train import load_data
+        from ablate.train import load_data
 
         key = json.dumps([spec.data.model_dump(), spec.seed], sort_keys=True)
         if key not in self._splits:

@@ -2,8 +2,8 @@
 
 The search space lives here and nowhere else: ``StudyDef.spec_for(trial)`` walks the space in
 file order, skips parameters whose ``when`` condition does not hold, turns the sampled values
-into spec overrides and validates the result with ``core.spec``. Model code never sees a trial.
-Study files are read and checked by ``core.study.files``.
+into spec overrides and validates the result with ``ablate.spec``. Model code never sees a trial.
+Study files are read and checked by ``ablate.study.files``.
 
 A space in a study file::
 
@@ -32,8 +32,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.errors import SpecError
-from core.spec import Spec, set_dotted, validate
+from ablate.errors import SpecError
+from ablate.spec import Spec, set_dotted, validate
 
 SPEC_SECTIONS = tuple(Spec.model_fields)
 CLASSES = ("soil", "bedrock", "sand", "big_rock")
@@ -200,7 +200,7 @@ class StudyDef:
         return first if len(self.objectives) == 1 and first in EPOCH_METRICS else None
 
     def values(self, summary: Mapping[str, float]) -> list[float]:
-        """The objective values of a finished run's summary (``core.runner.summarize``)."""
+        """The objective values of a finished run's summary (``ablate.runner.summarize``)."""
         return [float(summary[f"best_{m}" if m in EPOCH_METRICS else m]) for m in self.metric_names]
 
     # --- sampler and pruner ----------------------------------------------------------------
@@ -300,7 +300,7 @@ def _retyped(block: Mapping[str, Any], new_type: Any, path: list[str]) -> dict[s
 
 
 def _registry_for(path: list[str]) -> Any:
-    from core.registry import ALL_REGISTRIES, AUGMENTATIONS, FUSIONS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
+    from ablate.registry import ALL_REGISTRIES, AUGMENTATIONS, FUSIONS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
 
     if len(path) == 1:
         return {"model": MODELS, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}.get(path[0])
@@ -325,7 +325,7 @@ def as_list(v: Any) -> list[Any]:
 def _registries() -> tuple[Any, Any]:
     import optuna
 
-    from core.registry import Registry
+    from ablate.registry import Registry
 
     samplers, pruners = Registry("sampler"), Registry("pruner")
     for name, cls in (("tpe", optuna.samplers.TPESampler), ("random", optuna.samplers.RandomSampler),
