@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ablate.errors import SpecError, excerpt
 from ablate.names import check_name
-from ablate.task import check_depth
+from ablate.task import MARS, Task, check_depth
 from ablate.yamlio import MAX_KEY, _SpecLoader, excerpt_text, load_file, load_text, shown  # noqa: F401 - _SpecLoader: re-exported
 
 Block = dict[str, Any]  # {"type": registry name, **kwargs}
@@ -66,6 +66,9 @@ class Spec(_Strict):
 
     name: str = "run"
     seed: int = Field(0, ge=0, le=MAX_SEED)  # NumPy and TensorFlow take seeds in [0, 2**32)
+    # The task (ablate.task): input size and channels, classes, ignore label, scored classes. None: the
+    # Mars task for the embedded default and course-layout files, else inferred from the data's file.
+    task: Task | None = None
     data: DataSpec = DataSpec()
     model: Block = {"type": "unet"}
     loss: Block = {"type": "ce"}
@@ -107,6 +110,8 @@ class Spec(_Strict):
         out = self.to_dict()
         for key in _NOT_IDENTITY:
             out.pop(key)
+        if self.task is None or self.task == MARS:
+            out.pop("task")  # the Mars default, stated or not, keeps the hashes of specs written before tasks
         data = out["data"]
         data["fingerprint"] = data_fingerprint(data.pop("path"))
         return out
@@ -118,8 +123,18 @@ class Spec(_Strict):
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def flat(self) -> dict[str, str]:
-        """Flattened ``dotted.key -> value`` params for MLflow."""
-        return flatten(self.to_dict())
+        """Flattened ``dotted.key -> value`` params for MLflow (``task.*`` only when the spec sets one)."""
+        out = self.to_dict()
+        if self.task is None:
+            out.pop("task")
+        return flatten(out)
+
+    def given_task(self) -> Task | None:
+        """The task this spec fixes before any data is read: its ``task:`` section, or the Mars task for
+        the embedded synthetic default; None when it is to be inferred from ``data.path``'s file."""
+        if self.task is not None:
+            return self.task
+        return MARS if self.data.path is None else None
 
 
 # Sections that do not change training: a run's name and what it logs.
@@ -296,7 +311,8 @@ def validate(raw: Mapping[str, Any]) -> Spec:
                 f"Unknown key {excerpt(str(err['loc'][-1]))} in {section}. Check the spelling; "
                 f"`ablate spec FILE` shows every valid key."
             ) from None
-        raise SpecError(f"Invalid value for '{loc}': {err['msg']} (got {excerpt(err.get('input'))}).") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise SpecError(f"Invalid value for '{loc}': {msg} (got {excerpt(err.get('input'))}).") from None
     check_name(spec.name, "Spec name")  # it names MLflow runs, and experiments in ablations and studies
     _validate_blocks(spec)
     return spec
@@ -308,8 +324,9 @@ def _validate_blocks(spec: Spec) -> None:
 
     R.MODELS.validate(spec.model, where="model")  # num_classes and input_shape: supplied by the task
     schema = R.MODELS.schema(spec.model["type"])
-    if "depth" in schema.params:  # down-samplings must divide the input size
-        check_depth(spec.model.get("depth", schema.defaults.get("depth")))
+    task = spec.given_task()  # None: the data's file decides the size, checked when the model is built
+    if "depth" in schema.params and task is not None:  # down-samplings must divide the input size
+        check_depth(spec.model.get("depth", schema.defaults.get("depth")), task.height, task.width)
     R.LOSSES.validate(spec.loss, where="loss")
     R.OPTIMIZERS.validate(spec.optimizer, where="optimizer")
     R.SCHEDULES.validate(spec.schedule, where="schedule")

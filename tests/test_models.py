@@ -32,7 +32,7 @@ def params(model_spec: dict[str, Any]) -> int:
 # --- depth and width --------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("depth", "message"), [
-    (6, r"model\.depth=6 is not possible for a 64x128 input; expected 1-5"),  # the input size's limit
+    (6, r"model\.depth=6 is not possible for a 64x128 input: the bottleneck would be 1x2 .*1 to 5"),  # the size limit
     (0, r"Invalid value for 'model\.depth': expected an integer >= 1, got 0"),  # the domain's limit
     (-1, r"Invalid value for 'model\.depth': expected an integer >= 1, got -1"),
 ])
