@@ -1,7 +1,9 @@
-"""Mean IoU over classes 1-4 on labelled pixels, streamed from a confusion matrix.
+"""Mean IoU over a task's scored classes, streamed from a confusion matrix.
 
-Pixels whose ground truth is 0 are ignored; a labelled pixel predicted as 0 counts against
-its true class; classes absent from both truth and prediction are left out of the mean.
+The rule of ``ablate.scoring`` (and ``ablate.task``): pixels whose ground truth is the task's
+ignore label are not scored; a scored pixel predicted as another class counts against its true
+class; classes absent from both truth and prediction are left out of the mean. On Mars (the
+default): classes 1-4 on labelled pixels, a labelled pixel predicted as 0 counting against its class.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ablate.scoring import (  # noqa: F401  (re-exported: the NumPy side of the 
     per_image_iou,
     per_image_miou,
 )
+from ablate.task import MARS, Task, task_from_dict
 
 
 class MeanIoU(keras.metrics.Metric):
@@ -41,20 +44,33 @@ class MeanIoU(keras.metrics.Metric):
     costs about 0.4 s on a CPU per grid, and reloading a run's model for the report about 2 s).
 
     Args:
-        class_id: None for the mean over classes 1-4, or k to report class k's IoU.
-        num_classes: labels including the ignored label 0.
+        class_id: None for the mean over the task's scored classes, or a scored label k to report
+            class k's IoU (named ``iou_<class name>``).
+        num_classes: the old spelling of ``task.num_classes`` (saved Mars models); must agree.
+        task: the task whose ignore label and scored classes the metric follows (Mars by default).
         record_images: images whose counts are kept per pass (0: none).
         sample_positions: positions (< ``record_images``) in the pass whose predicted masks are kept.
         sample_shape: (height, width) of a mask, with ``sample_positions``.
     """
 
-    def __init__(self, class_id: int | None = None, num_classes: int = NUM_CLASSES, name: str | None = None,
+    def __init__(self, class_id: int | None = None, num_classes: int | None = None, name: str | None = None,
                  record_images: int = 0, sample_positions: tuple[int, ...] | list[int] = (),
-                 sample_shape: tuple[int, int] | list[int] | None = None, **kwargs: Any) -> None:
-        name = name or ("miou" if class_id is None else f"iou_{CLASS_NAMES[class_id]}")
+                 sample_shape: tuple[int, int] | list[int] | None = None,
+                 task: Task | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        task = MARS if task is None else task_from_dict(task, "MeanIoU task")
+        if num_classes is not None and num_classes != task.num_classes:
+            raise ValueError(f"MeanIoU(num_classes={num_classes}) disagrees with its task's {task.num_classes} "
+                             f"classes; pass task=Task(...) alone.")
+        if class_id is not None and class_id not in task.scored_ids:
+            raise ValueError(f"MeanIoU(class_id={class_id}) is not a scored class; expected one of "
+                             f"{', '.join(f'{k} ({task.classes[k]})' for k in task.scored_ids)}.")
+        name = name or ("miou" if class_id is None else f"iou_{task.classes[class_id]}")
         super().__init__(name=name, **kwargs)
         self.class_id = class_id
-        self.num_classes = num_classes
+        self.task = task
+        num_classes = self.num_classes = task.num_classes
+        # Truth pixels of an ignore label outside the classes (255) are masked out before one_hot.
+        self._mask_label = task.ignore_label if task.ignore_label is not None and not task.ignore_is_class else None
         self.record_images = int(record_images)
         self.cm = self.add_variable(shape=(num_classes, num_classes), initializer="zeros", name="cm", dtype="float32")
         if self.record_images:
@@ -86,7 +102,12 @@ class MeanIoU(keras.metrics.Metric):
             self._keep_samples(batch, masks)  # before _record moves `seen` on
         y_pred = ops.reshape(masks, (-1,))
         # A one-hot product instead of bincount: XLA (train.jit_compile) cannot compile bincount.
-        t = ops.one_hot(y_true, self.num_classes, dtype="float32")
+        if self._mask_label is None:
+            t = ops.one_hot(y_true, self.num_classes, dtype="float32")
+        else:  # a weight, not a boolean gather: static shapes keep it valid under XLA
+            keep = ops.not_equal(y_true, self._mask_label)
+            t = ops.one_hot(ops.where(keep, y_true, 0), self.num_classes, dtype="float32")
+            t = t * ops.expand_dims(ops.cast(keep, "float32"), -1)
         p = ops.one_hot(y_pred, self.num_classes, dtype="float32")
         self.cm.assign_add(ops.matmul(ops.transpose(t), p))
         if self.record_images:
@@ -119,12 +140,17 @@ class MeanIoU(keras.metrics.Metric):
         return np.asarray(self.sample_positions), self.samples.numpy()[:-1].astype(np.uint8)
 
     def result(self) -> Any:
-        cm = self.cm[1:]
-        tp = ops.stack([cm[k - 1, k] for k in range(1, self.num_classes)])
-        union = ops.sum(cm, axis=1) + ops.sum(cm, axis=0)[1:] - tp
+        cm = self.cm
+        if self.task.ignore_is_class:  # truth of the ignore class (Mars 0) is not scored
+            keep_rows = np.ones((self.num_classes, 1), np.float32)
+            keep_rows[self.task.ignore_label] = 0.0
+            cm = cm * ops.convert_to_tensor(keep_rows)
+        ids = list(self.task.scored_ids)
+        tp = ops.stack([cm[k, k] for k in ids])
+        union = ops.take(ops.sum(cm, axis=1), ids) + ops.take(ops.sum(cm, axis=0), ids) - tp
         iou = tp / ops.maximum(union, 1.0)
         if self.class_id is not None:
-            return iou[self.class_id - 1]
+            return iou[ids.index(self.class_id)]
         present = ops.cast(union > 0, "float32")
         return ops.sum(iou * present) / ops.maximum(ops.sum(present), 1.0)
 
@@ -133,7 +159,8 @@ class MeanIoU(keras.metrics.Metric):
             variable.assign(ops.zeros_like(variable))
 
     def get_config(self) -> dict[str, Any]:
-        return {"class_id": self.class_id, "num_classes": self.num_classes, "name": self.name,
+        return {"class_id": self.class_id, "num_classes": self.num_classes, "task": self.task.to_dict(),
+                "name": self.name,
                 "record_images": self.record_images, "sample_positions": list(self.sample_positions),
                 "sample_shape": list(self.sample_shape) if self.sample_shape else None}
 
@@ -142,11 +169,12 @@ keras.saving.register_keras_serializable(package="ablate", name="MeanIoU")(MeanI
 
 
 def segmentation_metrics(record_images: int = 0, sample_positions: tuple[int, ...] | list[int] = (),
-                         sample_shape: tuple[int, int] | None = None) -> list[keras.metrics.Metric]:
-    """mIoU plus one IoU metric per labelled class (logged as val_iou_soil, ...).
+                         sample_shape: tuple[int, int] | None = None, task: Task = MARS) -> list[keras.metrics.Metric]:
+    """mIoU plus one IoU metric per scored class of the task (logged as val_iou_soil, ... on Mars).
 
     ``record_images``: the mIoU metric (the first) also keeps that many images' counts per pass,
     and the predicted masks at ``sample_positions`` (see ``MeanIoU``).
     """
-    first = MeanIoU(record_images=record_images, sample_positions=sample_positions, sample_shape=sample_shape)
-    return [first] + [MeanIoU(class_id=k) for k in range(1, NUM_CLASSES)]
+    first = MeanIoU(record_images=record_images, sample_positions=sample_positions, sample_shape=sample_shape,
+                    task=task)
+    return [first] + [MeanIoU(class_id=k, task=task) for k in task.scored_ids]
