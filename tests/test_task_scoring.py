@@ -123,3 +123,70 @@ def test_metric_compiles_under_xla_with_an_outside_ignore_label() -> None:
     model.compile(loss=lambda y, p: keras.ops.mean(p) * 0.0, metrics=segmentation_metrics(task=RGB7), jit_compile=True)
     logs = model.evaluate(probs_of(pred, 7), truth, batch_size=4, verbose=0, return_dict=True)
     assert logs["miou"] == pytest.approx(reference(RGB7, truth, pred)[0], abs=1e-6)
+
+
+# --- losses: the ignore label outside the classes ------------------------------------------------
+
+def _loss_configs() -> dict[str, dict]:
+    from ablate import load_all
+    from ablate.registry import LOSSES
+
+    load_all()
+    configs = {name: {"type": name} for name in LOSSES.names() if name != "sum"}
+    configs["sum"] = {"type": "sum", "terms": [{"loss": {"type": "ce"}}, {"loss": {"type": "dice"}, "weight": 0.5}]}
+    return configs
+
+
+LOSS_CONFIGS = _loss_configs()
+
+
+def _built(config: dict, task: Task, masks: np.ndarray):  # noqa: ANN202
+    from ablate.registry import LOSSES
+
+    loss = LOSSES.build(config)
+    loss.set_task(task)
+    loss.prepare(masks)
+    return loss
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_CONFIGS))
+def test_losses_leave_ignored_pixels_out_gradient_zero_there(name: str) -> None:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    y = rng.choice(RGB7.valid_labels, size=(2, 6, 8)).astype(np.int32)
+    y[0, 0, :4] = 255
+    logits = tf.Variable(rng.normal(size=(2, 6, 8, 7)).astype(np.float32))
+    loss = _built(LOSS_CONFIGS[name], RGB7, y)
+    with tf.GradientTape() as tape:
+        value = loss(y, tf.nn.softmax(logits))
+    grad = tape.gradient(value, logits).numpy()
+    assert np.isfinite(float(value)) and np.isfinite(grad).all()
+    ignored = y == 255
+    assert np.abs(grad[ignored]).max() == 0.0
+    assert np.abs(grad[~ignored]).max() > 0.0
+    # ignored pixels' predictions change nothing
+    other = logits.numpy().copy()
+    other[ignored] = rng.normal(size=(int(ignored.sum()), 7)) * 5
+    assert float(loss(y, tf.nn.softmax(other))) == pytest.approx(float(value), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_CONFIGS))
+def test_a_loss_config_carries_its_task_and_a_mars_config_is_unchanged(name: str) -> None:
+    from ablate.registry import LOSSES
+
+    y = np.random.default_rng(1).choice(RGB7.valid_labels, size=(2, 6, 8))
+    loss = _built(LOSS_CONFIGS[name], RGB7, y)
+    clone = type(loss).from_config(loss.get_config())
+    assert clone.task == RGB7
+    assert "task" not in LOSSES.build(LOSS_CONFIGS[name]).get_config()
+
+
+def test_class_weights_follow_the_scored_classes() -> None:
+    from ablate.losses import class_weights
+
+    masks = np.array([0, 0, 0, 0, 1, 1, 2, 255, 255, 255, 255, 255])
+    task = Task(height=4, width=4, classes=["a", "b", "c"], ignore_label=255)
+    assert class_weights(masks, 1.0, 10.0, True, task=task) == [1.0, 2.0, 4.0]
+    scored = Task(height=4, width=4, classes=["a", "b", "c"], ignore_label=None, scored=["b", "c"])
+    assert class_weights(masks, 1.0, 10.0, True, task=scored) == [0.0, 1.0, 2.0]
