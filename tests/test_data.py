@@ -26,6 +26,7 @@ from ablate.data import (
     write_npz,
 )
 from ablate.errors import DataError
+from ablate.task import MARS
 
 REAL = Path(__file__).parents[1].parent / "shared/data/mars_ai4mars_64x128.npz"
 README_SHARES = {0: 0.435, 1: 0.208, 2: 0.282, 3: 0.071, 4: 0.0049}
@@ -125,13 +126,28 @@ def _bad_files() -> list[tuple[str, Callable[[Path], None], str]]:
     ]
 
 
+# Files that are well-formed data for some other task: an error against the Mars task only.
+OTHER_TASK = {"wrong size": (64, 64, 5), "labels out of range": (64, 128, 8)}
+
+
+@pytest.mark.parametrize("given", ["mars", "inferred"])
 @pytest.mark.parametrize(("make", "match"), [c[1:] for c in _bad_files()], ids=[c[0] for c in _bad_files()])
-def test_bad_inputs_raise_clear_errors(tmp_path: Path, make: Callable[[Path], None], match: str) -> None:
+def test_bad_inputs_raise_clear_errors(tmp_path: Path, make: Callable[[Path], None], match: str, given: str,
+                                       request: pytest.FixtureRequest) -> None:
     path = tmp_path / "bad.npz"
     make(path)
     before = _files(tmp_path)
-    with pytest.raises(DataError, match=match):
-        load_npz(path)
+    case = request.node.callspec.id.split("-", 1)[0]
+    if given == "inferred" and case in OTHER_TASK:
+        h, w, k = OTHER_TASK[case]
+        data = load_npz(path)
+        assert (data.task.height, data.task.width, data.task.num_classes) == (h, w, k)
+        assert not data.task.is_mars and data.task.ignore_label is None
+    else:
+        if given == "inferred" and case == "negative label":
+            match = r"labels \[-1\] outside 0-255; expected integer labels"
+        with pytest.raises(DataError, match=match):
+            load_npz(path, task=MARS if given == "mars" else None)
     assert _files(tmp_path) == before
 
 

@@ -56,8 +56,9 @@ def boundary_length(mask: np.ndarray) -> int:
 
 
 def _pooled(images: np.ndarray) -> np.ndarray:
-    """(k, H, W[, 1]) images -> (k, H/4 * W/4) float32 in [0, 1] after average pooling."""
-    imgs = scale_images(images.reshape(images.shape[0], images.shape[1], images.shape[2]))[..., 0]
+    """(k, H, W[, C]) images -> (k, H/4 * W/4) float32 in [0, 1] after average pooling (and over channels)."""
+    imgs = scale_images(images)
+    imgs = imgs[..., 0] if imgs.shape[-1] == 1 else imgs.mean(axis=-1)
     k, h, w = imgs.shape
     hp, wp = h // _POOL, w // _POOL
     pooled = imgs[:, : hp * _POOL, : wp * _POOL].reshape(k, hp, _POOL, wp, _POOL).mean(axis=(2, 4))
@@ -99,7 +100,7 @@ def find_outliers(
     Args:
         masks: (N, H, W) integer labels.
         min_group: smallest number of identical masks (and of distinct images) that counts.
-        images: optional (N, H, W[, 1]) images; without them every image is taken as distinct.
+        images: optional (N, H, W[, C]) images; without them every image is taken as distinct.
         tol: near-duplicate threshold on the mean absolute difference of pooled [0, 1] images.
 
     Returns:
@@ -149,10 +150,10 @@ def clean_npz(
     report_path: str | os.PathLike[str],
     min_group: int = 3,
 ) -> CleanReport:
-    """Remove outlier pairs from a course ``.npz``; write the cleaned file and a JSON report.
+    """Remove outlier pairs from an ``.npz`` (either layout); write the cleaned file and a JSON report.
 
-    ``OUT.npz`` keeps the input's dtypes: ``training_set`` (and any per-pair array such as
-    ``groups``) without the removed pairs, ``test_set`` and other arrays unchanged.
+    ``OUT.npz`` keeps the input's dtypes: ``training_set`` or ``images``/``masks`` (and any per-pair
+    array such as ``groups``) without the removed pairs, the test images and other arrays unchanged.
     ``REPORT.json`` holds ``removed``, ``groups``, ``kept``, ``input`` and ``fingerprint``.
     Both files are written atomically and only after both are complete.
 
@@ -170,7 +171,8 @@ def clean_npz(
     report = find_outliers(data.masks, min_group, images=data.images)
     n = len(data.masks)
     keep = np.setdiff1d(np.arange(n), np.asarray(report.removed, dtype=np.int64))
-    cleaned = {k: (v[keep] if k != "test_set" and v.ndim and v.shape[0] == n else v) for k, v in arrays.items()}
+    per_pair = {k for k, v in arrays.items() if k not in ("test_set", "test_images") and v.ndim and v.shape[0] == n}
+    cleaned = {k: (v[keep] if k in per_pair else v) for k, v in arrays.items()}
     summary = {"input": str(in_path), "fingerprint": fingerprint, "kept": int(len(keep)), **report.to_dict()}
     with atomic_path(out) as tmp_npz, atomic_path(report_path) as tmp_json:
         with open(tmp_npz, "wb") as fh:

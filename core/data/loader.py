@@ -1,9 +1,16 @@
-"""Load and validate the course's Mars terrain ``.npz`` and split it into train/validation.
+"""Load and validate a segmentation ``.npz`` against its task and split it into train/validation.
 
-The course format holds ``training_set`` (N, 2, 64, 128): ``[:, 0]`` grayscale images (0-255,
-or 0-1 floats) and ``[:, 1]`` masks (0 background, 1 soil, 2 bedrock, 3 sand, 4 big rock),
-and optionally ``test_set`` (M, 64, 128) images and ``groups`` (N,) source ids. Every problem
-is reported as a one-line :class:`~ablate.errors.DataError` when the file is loaded.
+Two layouts are read:
+
+- the course layout: ``training_set`` (N, 2, H, W) with ``[:, 0]`` grey images (0-255, or 0-1
+  floats) and ``[:, 1]`` masks, optional ``test_set`` (M, H, W) images;
+- the separate layout: ``images`` (N, H, W) or (N, H, W, C) with C 1 or 3, ``masks`` (N, H, W),
+  optional ``test_images`` (M, H, W[, C]).
+
+Both may hold ``groups`` (N,) source ids. The data is checked against a given task (size,
+channels, labels) or, without one, the task is inferred from it (:mod:`ablate.data.infer`: the
+course's 64x128 file is the Mars task). Every problem is one :class:`~ablate.errors.DataError`
+line when the file is loaded.
 """
 
 from __future__ import annotations
@@ -17,30 +24,33 @@ from dataclasses import dataclass
 import numpy as np
 
 from ablate.data import npz
+from ablate.data.infer import infer_task, label_legend, label_ranges
 from ablate.errors import DataError
+from ablate.task import MARS, MARS_CLASSES, Task
 
-HEIGHT, WIDTH = 64, 128  # the course's image size
-NUM_CLASSES = 5  # 0 background/unlabelled, 1 soil, 2 bedrock, 3 sand, 4 big rock
-CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big rock")
+HEIGHT, WIDTH = MARS.height, MARS.width  # the course's image size (the Mars task's)
+NUM_CLASSES = MARS.num_classes  # 0 background/unlabelled, 1 soil, 2 bedrock, 3 sand, 4 big rock
+CLASS_NAMES = tuple(name.replace("_", " ") for name in MARS_CLASSES)
 _CHUNK = 1024  # rows validated at a time: bounds memory on float64 files (~1 GB for 7200 pairs)
 
 
 @dataclass(frozen=True)
-class MarsData:
-    """A validated Mars terrain dataset.
+class SegData:
+    """A validated segmentation dataset and its task.
 
     Attributes:
-        images: (N, 64, 128, 1) float32 in [0, 1].
-        masks: (N, 64, 128) uint8 labels 0-4.
-        test_images: (M, 64, 128, 1) float32 in [0, 1], or None when the file has no test set.
+        images: (N, H, W, C) float32 in [0, 1].
+        masks: (N, H, W) uint8 labels, each one of ``task.valid_labels``.
+        test_images: (M, H, W, C) float32 in [0, 1], or None when the file has no test set.
         fingerprint: first 16 hex chars of the file's sha256 (identifies the data in MLflow).
         path: the file it was loaded from.
         groups: (N,) int64 source-image ids (pairs of one group stay in one split), or None.
+        task: the task the data was checked against (given, or inferred from the file).
 
     Example:
         >>> data = load_npz("../shared/data/mars_ai4mars_64x128.npz", limit=100)
-        >>> data.images.shape, data.masks.dtype
-        ((100, 64, 128, 1), dtype('uint8'))
+        >>> data.images.shape, data.masks.dtype, data.task.is_mars
+        ((100, 64, 128, 1), dtype('uint8'), True)
     """
 
     images: np.ndarray
@@ -49,6 +59,10 @@ class MarsData:
     fingerprint: str
     path: str
     groups: np.ndarray | None = None
+    task: Task = MARS
+
+
+MarsData = SegData  # the name before tasks other than Mars were read
 
 
 def file_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -98,11 +112,25 @@ def data_identity(path: str | os.PathLike[str]) -> str:
         return f"unreadable:{os.path.abspath(path)}"
 
 
-COURSE_KEYS = ("training_set", "test_set", "groups")  # the arrays a course file may hold; others are not read
+COURSE_KEYS = ("training_set", "test_set", "groups")  # the course layout's arrays; others are not read
+SEPARATE_KEYS = ("images", "masks", "test_images", "groups")  # the separate layout's
+DATA_KEYS = (*COURSE_KEYS, "images", "masks", "test_images")
+_LAYOUT_HINT = ("expected the course layout ('training_set' of (N, 2, H, W) image/mask pairs) or separate "
+                "'images' and 'masks' arrays")
 
 
-def read_arrays(path: str | os.PathLike[str], keys: Sequence[str] | None = COURSE_KEYS) -> dict[str, np.ndarray]:
-    """Read the course arrays (or ``keys``; None reads all) of an ``.npz``; ``training_set`` must be there.
+def layout_keys(found: Sequence[str], path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The arrays of the file's layout: the course layout's when it has ``training_set``, else the
+    separate layout's when it has ``images`` and ``masks``; a DataError naming the keys otherwise."""
+    if "training_set" in found:
+        return COURSE_KEYS
+    if "images" in found and "masks" in found:
+        return SEPARATE_KEYS
+    raise DataError(f"'{path}' has no 'training_set' array (found keys: {sorted(found)[:10]}); {_LAYOUT_HINT}.")
+
+
+def read_arrays(path: str | os.PathLike[str], keys: Sequence[str] | None = DATA_KEYS) -> dict[str, np.ndarray]:
+    """Read the arrays of the file's layout (those among ``keys``; None reads every array).
 
     Only the named arrays are decompressed, each after its header passed the checks of
     :mod:`ablate.data.npz` (no object arrays, a size cap, a zip entry matching its header), so an
@@ -116,36 +144,118 @@ def read_arrays(path: str | os.PathLike[str], keys: Sequence[str] | None = COURS
         name -> array, in the file's dtypes.
 
     Raises:
-        DataError: the file is missing, not an ``.npz``, truncated/corrupt, has no ``training_set``,
+        DataError: the file is missing, not an ``.npz``, truncated/corrupt, in neither layout,
             or holds an object or oversized array.
     """
-    return npz.read_arrays(path, keys, required=("training_set",), hint="expected the course .npz layout")
+    layout = layout_keys(npz.array_keys(path), path)
+    required = layout[:1] if layout == COURSE_KEYS else layout[:2]
+    wanted = None if keys is None else [k for k in keys if k in layout]
+    return npz.read_arrays(path, wanted, required=required, hint=_LAYOUT_HINT)
 
 
-def check_header(path: str | os.PathLike[str]) -> None:
-    """Check an ``.npz`` against the course layout from its zip directory and array headers alone.
+def check_header(path: str | os.PathLike[str], task: Task | None = None) -> None:
+    """Check an ``.npz`` against its layout (and ``task``) from its zip directory and array headers alone.
 
-    What a campaign runs before it queues anything: no array is decompressed (only each course
-    array's ``.npy`` header, see :mod:`ablate.data.npz`), so a missing, truncated or wrongly
-    shaped file is one clear error at once rather than a failure in every trial. Values
-    (labels 0-4, finite pixels) and the bytes past each header are checked when
-    :func:`load_npz` reads the file.
+    What a campaign runs before it queues anything: no array is decompressed (only each array's
+    ``.npy`` header, see :mod:`ablate.data.npz`), so a missing, truncated or wrongly shaped file
+    is one clear error at once rather than a failure in every trial. Values (labels, finite
+    pixels) and the bytes past each header are checked when :func:`load_npz` reads the file.
 
     Raises:
-        DataError: the file is missing, not an ``.npz``, truncated, or its course arrays have the
-            wrong names, shapes or dtypes.
+        DataError: the file is missing, not an ``.npz``, truncated, or its arrays have the wrong
+            names, shapes or dtypes (or a size or channel count other than the task's).
     """
     found = npz.array_keys(path)
-    hint = "expected the course .npz layout"
-    members = {key: npz.open_member(path, key, hint) for key in COURSE_KEYS if key in found or key == "training_set"}
+    members = {key: npz.open_member(path, key, _LAYOUT_HINT) for key in layout_keys(found, path) if key in found}
     # Zero-byte views with each header's shape and dtype, so that the loader's own checks (and messages) apply.
     views = {key: np.broadcast_to(np.zeros((), m.dtype), m.shape) for key, m in members.items()}
-    for key, layout in (("training_set", ("N", 2, HEIGHT, WIDTH)), ("test_set", ("M", HEIGHT, WIDTH))):
-        if key in views:
-            _check_shape(views[key], key, layout)
-            if views[key].dtype.kind not in "uif":
-                raise DataError(f"'{key}' has dtype {views[key].dtype}; expected uint8 or float images.")
-    _read_groups(views, len(views["training_set"]))
+    parts = _parts(views, str(path), task)
+    _read_groups(views, len(parts.images))
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The raw arrays of either layout, shapes checked; ``names`` are what messages call them."""
+
+    images: np.ndarray  # (N, H, W) or (N, H, W, C)
+    masks: np.ndarray  # (N, H, W)
+    test: np.ndarray | None
+    names: tuple[str, str, str]  # images, masks, test
+    course: bool
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the images."""
+        h, w = self.images.shape[1:3]
+        return h, w, 1 if self.images.ndim == 3 else self.images.shape[3]
+
+
+def _parts(arrays: dict[str, np.ndarray], path: str, task: Task | None) -> _Parts:
+    layout_keys(list(arrays), path)
+    parts = _course(arrays, task) if "training_set" in arrays else _separate(arrays, task)
+    for arr, name in ((parts.images, parts.names[0]), (parts.test, parts.names[2])):
+        if arr is not None and arr.dtype.kind not in "uif":
+            raise DataError(f"'{name.split()[0]}' has dtype {arr.dtype}; expected uint8 or float images.")
+    return parts
+
+
+def _course(arrays: dict[str, np.ndarray], task: Task | None) -> _Parts:
+    train = arrays["training_set"]
+    if task is not None and task.channels != 1:
+        raise DataError(f"'training_set' holds grey image/mask pairs (the course layout) but the task expects "
+                        f"{task.channels} channels; give RGB data as 'images' (N, H, W, 3) and 'masks' arrays.")
+    if task is None:
+        expected = "(N, 2, 64, 128) for the course's Mars data, or (N, 2, H, W) for grey H x W images"
+        ok = train.ndim == 4 and train.shape[1] == 2
+    else:
+        expected = f"(N, 2, {task.height}, {task.width}) for the task's {task.height}x{task.width}x1 input"
+        ok = train.shape[1:] == (2, task.height, task.width)
+    if not ok:
+        raise DataError(f"'training_set' has shape {train.shape}; expected {expected}.")
+    _nonempty(train, "training_set")
+    test = arrays.get("test_set")
+    if test is not None:
+        if test.shape[1:] != train.shape[2:] or test.ndim != 3:
+            raise DataError(f"'test_set' has shape {test.shape}; expected (M, {train.shape[2]}, {train.shape[3]}) "
+                            "images of the training images' size.")
+        _nonempty(test, "test_set")
+    return _Parts(train[:, 0], train[:, 1], test, ("training_set images", "training_set", "test_set"), True)
+
+
+def _channels(arr: np.ndarray) -> int | None:
+    """1 or 3 for (N, H, W) or (N, H, W, 1|3) images; None for any other shape."""
+    if arr.ndim == 3:
+        return 1
+    return int(arr.shape[3]) if arr.ndim == 4 and arr.shape[3] in (1, 3) else None
+
+
+def _separate(arrays: dict[str, np.ndarray], task: Task | None) -> _Parts:
+    images, masks, test = arrays["images"], arrays["masks"], arrays.get("test_images")
+    channels = _channels(images)
+    if channels is None:
+        raise DataError(f"'images' has shape {images.shape}; expected (N, H, W) grey or (N, H, W, C) images "
+                        "with C 1 (grey) or 3 (RGB).")
+    _nonempty(images, "images")
+    h, w = images.shape[1:3]
+    if masks.shape != images.shape[:3]:
+        raise DataError(f"'masks' has shape {masks.shape}; expected {images.shape[:3]}: one (H, W) label image per "
+                        "image in 'images'.")
+    if test is not None:
+        if _channels(test) != channels or test.shape[1:3] != (h, w):
+            rgb = ", 3" if channels == 3 else ""
+            raise DataError(f"'test_images' has shape {test.shape}; expected (M, {h}, {w}{rgb}) images of the "
+                            "training images' size and channels.")
+        _nonempty(test, "test_images")
+    if task is not None and (h, w) != (task.height, task.width):
+        raise DataError(f"'images' are {h}x{w} (shape {images.shape}); the task expects {task.height}x{task.width} "
+                        f"images: resize them (ablate data import-folder --size {task.height}x{task.width}) or set "
+                        "the task's height and width.")
+    if task is not None and channels != task.channels:
+        kinds = {1: "1 (grey)", 3: "3 (RGB)"}
+        raise DataError(f"'images' have {kinds[channels]} channels (shape {images.shape}); the task expects "
+                        f"{kinds[task.channels]}: convert them (ablate data import-folder --grey/--rgb) or set "
+                        "task.channels.")
+    return _Parts(images, masks, test, ("images", "masks", "test_images"), False)
 
 
 def _check_images(arr: np.ndarray, name: str) -> float:
@@ -173,7 +283,7 @@ def scale_images(arr: np.ndarray, hi: float | None = None) -> np.ndarray:
     already within [0, 1] are kept. uint8 and integral float64 inputs give identical results.
 
     Args:
-        arr: (N, 64, 128) images.
+        arr: (N, H, W) grey images (a channel axis is added) or (N, H, W, C) images.
         hi: the array's maximum when already known.
     """
     if hi is None:
@@ -181,39 +291,48 @@ def scale_images(arr: np.ndarray, hi: float | None = None) -> np.ndarray:
     out = arr.astype(np.float32)
     if arr.dtype.kind in "ui" or hi > 1.0:
         out /= np.float32(255.0)
-    return out[..., None]
+    return out[..., None] if out.ndim == 3 else out
 
 
-def _to_masks(arr: np.ndarray) -> np.ndarray:
-    """Validate mask labels chunk by chunk and return them as uint8."""
+def _outside(values: Sequence[int], name: str, task: Task | None) -> DataError:
+    if task is None:
+        return DataError(f"Masks in '{name}' hold labels {list(values)} outside 0-255; expected integer labels "
+                         "(0-254 for classes, 255 for unlabelled pixels).")
+    return DataError(f"Masks in '{name}' hold labels {list(values)} outside {label_ranges(task.valid_labels)}, the "
+                     f"task's labels; expected {label_legend(task)}.")
+
+
+def _to_masks(arr: np.ndarray, name: str, task: Task | None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate mask labels chunk by chunk; return them as uint8 with the pixel count of each value 0-255.
+
+    With a task, every label must be one of ``task.valid_labels``; without one, any 0-255.
+    """
     if arr.dtype.kind not in "uif":
-        raise DataError(
-            f"Masks in 'training_set' have dtype {arr.dtype}; expected integer labels 0-4 (uint8 or float)."
-        )
+        raise DataError(f"Masks in '{name}' have dtype {arr.dtype}; expected integer labels (uint8 or float).")
     out = np.empty(arr.shape, dtype=np.uint8)
+    counts = np.zeros(256, dtype=np.int64)
     for start in range(0, len(arr), _CHUNK):
         chunk = arr[start : start + _CHUNK]
         if arr.dtype.kind == "f":
             if not np.isfinite(chunk).all():
-                raise DataError("Masks in 'training_set' hold NaN or inf; expected integer labels 0-4.")
+                raise DataError(f"Masks in '{name}' hold NaN or inf; expected integer labels.")
             if not np.array_equal(chunk, np.round(chunk)):
-                raise DataError("Masks in 'training_set' hold non-integral values; expected integer labels 0-4.")
-        bad = (chunk < 0) | (chunk >= NUM_CLASSES)
-        if bad.any():
-            values = [int(v) for v in np.unique(chunk[bad])[:8]]
-            raise DataError(
-                f"Masks hold labels {values} outside 0-4; expected 0 background, 1 soil, 2 bedrock, 3 sand, 4 big rock."
-            )
-        out[start : start + len(chunk)] = chunk
-    return out
+                raise DataError(f"Masks in '{name}' hold non-integral values; expected integer labels.")
+        if arr.dtype != np.uint8:
+            bad = (chunk < 0) | (chunk > 255)
+            if bad.any():
+                raise _outside([int(v) for v in np.unique(chunk[bad])[:8]], name, task)
+        part = out[start : start + len(chunk)]
+        part[...] = chunk
+        counts += np.bincount(part.ravel(), minlength=256)
+    if task is not None:
+        extra = sorted(set(np.flatnonzero(counts).tolist()) - set(task.valid_labels))
+        if extra:
+            raise _outside(extra[:8], name, task)
+    return out, counts
 
 
-def _check_shape(arr: np.ndarray, name: str, expected: tuple[int | str, ...]) -> None:
-    spec = tuple(d for d in expected if isinstance(d, int))
-    ok = arr.ndim == len(expected) and arr.shape[1:] == spec
-    if not ok:
-        shown = "(" + ", ".join(str(d) for d in expected) + ")"
-        raise DataError(f"'{name}' has shape {arr.shape}; expected {shown}.")
+def _nonempty(arr: np.ndarray, name: str) -> None:
     if arr.shape[0] == 0:
         raise DataError(f"'{name}' is empty (shape {arr.shape}); expected at least one entry.")
 
@@ -229,48 +348,51 @@ def _read_groups(arrays: dict[str, np.ndarray], n: int) -> np.ndarray | None:
     return groups.astype(np.int64)
 
 
-def from_arrays(arrays: dict[str, np.ndarray], path: str, fingerprint: str, limit: int | None = None) -> MarsData:
-    """Validate raw arrays (as read by :func:`read_arrays`) and build a :class:`MarsData`.
+def from_arrays(arrays: dict[str, np.ndarray], path: str, fingerprint: str, limit: int | None = None,
+                task: Task | None = None) -> SegData:
+    """Validate raw arrays (as read by :func:`read_arrays`) against ``task`` and build a :class:`SegData`.
+
+    Without a task, it is inferred from the whole file (:func:`ablate.data.infer.infer_task`), so
+    a ``limit`` never changes it.
 
     Raises:
-        DataError: a key is missing or an array has the wrong shape, dtype or values.
+        DataError: a key is missing, or an array has the wrong shape, dtype or values (for the task).
     """
-    if "training_set" not in arrays:
-        raise DataError(
-            f"'{path}' has no 'training_set' array (found keys: {sorted(arrays)}); expected the course .npz layout."
-        )
-    train = arrays["training_set"]
-    _check_shape(train, "training_set", ("N", 2, HEIGHT, WIDTH))
-    groups = _read_groups(arrays, len(train))
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise DataError(f"limit must be a positive integer or None; got {limit!r}.")
-        train = train[:limit]
-        groups = None if groups is None else groups[:limit]
-    images = scale_images(train[:, 0], _check_images(train[:, 0], "training_set images"))
-    test = arrays.get("test_set")
+    parts = _parts(arrays, path, task)
+    groups = _read_groups(arrays, len(parts.images))
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DataError(f"limit must be a positive integer or None; got {limit!r}.")
+    rows = slice(None, limit)
+    if task is None:
+        masks, counts = _to_masks(parts.masks, parts.names[1], None)
+        task = infer_task(*parts.shape, np.flatnonzero(counts).tolist(), course=parts.course)
+        masks = masks[rows].copy() if limit is not None and limit < len(masks) else masks
+    else:
+        masks = _to_masks(parts.masks[rows], parts.names[1], task)[0]
+    image_rows = parts.images[rows]
+    images = scale_images(image_rows, _check_images(image_rows, parts.names[0]))
     test_images = None
-    if test is not None:
-        _check_shape(test, "test_set", ("M", HEIGHT, WIDTH))
-        test_images = scale_images(test, _check_images(test, "test_set"))
-    return MarsData(images, _to_masks(train[:, 1]), test_images, fingerprint, str(path), groups)
+    if parts.test is not None:
+        test_images = scale_images(parts.test, _check_images(parts.test, parts.names[2]))
+    return SegData(images, masks, test_images, fingerprint, str(path), None if groups is None else groups[rows], task)
 
 
-def load_npz(path: str | os.PathLike[str], limit: int | None = None) -> MarsData:
-    """Load, validate and normalise a course-format ``.npz``.
+def load_npz(path: str | os.PathLike[str], limit: int | None = None, task: Task | None = None) -> SegData:
+    """Load, validate and normalise a segmentation ``.npz`` (either layout, see the module docstring).
 
     Args:
         path: the ``.npz`` file.
         limit: keep only the first ``limit`` training pairs (quick runs); None keeps all.
+        task: the task to check the data against; None infers it from the file.
 
     Returns:
-        The validated :class:`MarsData`.
+        The validated :class:`SegData`, with its task.
 
     Raises:
-        DataError: the file is missing, unreadable or not in the expected layout.
+        DataError: the file is missing, unreadable, in neither layout, or does not fit the task.
     """
     arrays = read_arrays(path)
-    return from_arrays(arrays, str(path), cached_fingerprint(path), limit)
+    return from_arrays(arrays, str(path), cached_fingerprint(path), limit, task)
 
 
 def split_indices(
