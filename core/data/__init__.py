@@ -14,6 +14,7 @@ from ablate.data.infer import infer_task
 from ablate.data.loader import MarsData, SegData, load_npz, split_indices
 from ablate.data.summary import format_summary, inspect_npz
 from ablate.data.synth import generate, generate_with_truth, write_npz
+from ablate.data.synth_task import generate_task
 
 __all__ = [
     "CleanReport",
@@ -23,6 +24,7 @@ __all__ = [
     "find_outliers",
     "format_summary",
     "generate",
+    "generate_task",
     "generate_with_truth",
     "infer_task",
     "import_ai4mars",
