@@ -39,16 +39,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict", help="predict masks for an .npz with an exported model",
                        description="Stream an .npz's images through a model; write OUT.npz with 'masks' "
-                                   "(N, 64, 128) uint8, and optionally the course submission CSV and overlays.")
+                                   "(N, H, W) uint8 at the model's task's size, and optionally colour overlays "
+                                   "and (Mars course task only) the course submission CSV.")
     p.add_argument("--model", required=True,
                    help="an export folder, a .keras file, a SavedModel folder, models:/NAME@champion, "
                         "runs:/RUN_ID/PATH or an MLflow run id; only model.keras (Keras safe mode) or a "
                         "SavedModel is loaded, never a logged model's Python code")
-    p.add_argument("--data", required=True, type=Path, help="input .npz (course layout)")
+    p.add_argument("--data", required=True, type=Path,
+                   help="input .npz: the course layout (test_set, training_set) or images/masks "
+                        "(test_images, images), at the model's task's size and channels")
     p.add_argument("--split", choices=("test", "train"), default="test",
-                   help="test_set or training_set images (default: %(default)s)")
-    p.add_argument("--out", required=True, type=Path, help="output .npz with 'masks'")
-    p.add_argument("--submission", type=Path, default=None, help="also write the course submission CSV")
+                   help="test: test_set or test_images; train: training_set or images (default: %(default)s)")
+    p.add_argument("--out", required=True, type=Path, help="output .npz with 'masks' (N, H, W) uint8")
+    p.add_argument("--submission", type=Path, default=None,
+                   help="also write the Mars course submission CSV (a model of the Mars course task only)")
     p.add_argument("--png", type=Path, default=None, help="also write colour overlays into this folder")
     p.add_argument("--batch-size", type=T.positive_int, default=64, help="images per batch (default: %(default)s)")
     p.add_argument("--tracking-uri", default=None, help="for models:/ and runs:/ URIs and run ids")
@@ -77,6 +81,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"chosen: {result.choice.reason}")
     if result.choice.evidence:
         print(f"evidence: {result.choice.evidence}")
+    print(f"task: {result.task.describe()}")
     for check in result.checks:
         print(f"  {check.line()}")
     print(f"exported to {result.out_dir}/ (model.keras, saved_model/, model.tflite, model_card.md, ...)")
@@ -90,7 +95,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ablate.export.loading import RUN_ID, STORE_SCHEMES
     from ablate.export.predict import check_request
 
-    check_request(args.data, args.out, args.split, args.batch_size)  # before the (slow) model load
+    check_request(args.data, args.out, args.split, args.batch_size)  # before the (slow) model load; the task's
+    # size, channels and the CSV's Mars-only rule are checked once the model (and so its task) is loaded
     if args.model.startswith(STORE_SCHEMES) or (RUN_ID.fullmatch(args.model) and not Path(args.model).exists()):
         from ablate import tracking
 
@@ -98,7 +104,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = load_predictor(args.model)
     result = predict_file(predictor, args.data, args.out, split=args.split, submission=args.submission,
                           png=args.png, batch_size=args.batch_size)
-    print(f"{result.images} images in {result.seconds:.1f} s -> {result.out} (masks (N, 64, 128) uint8)")
+    t = predictor.task
+    print(f"{result.images} images in {result.seconds:.1f} s -> {result.out} (masks (N, {t.height}, {t.width}) uint8, "
+          f"labels 0-{t.num_classes - 1}: {', '.join(t.classes)})")
     if result.submission:
         print(f"submission CSV: {result.submission}")
     if result.png_dir:

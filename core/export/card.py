@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ablate.data.loader import HEIGHT, WIDTH
 from ablate.export.check import PROB_ATOL, TFLITE_ATOL, FormatCheck
+from ablate.export.formats import layout
 from ablate.export.select import Choice, metric_of
-from ablate.metrics import CLASS_COLOURS, CLASS_NAMES
 from ablate.spec import Spec
+from ablate.task import MARS, Task
 
 SCALING = {
     "uint8": "x / 255",
@@ -25,27 +25,43 @@ SCALING = {
 }
 
 
-def preprocessing(model_name: str, version: str | None) -> dict[str, Any]:
-    """What a consumer needs to feed the model and read its output."""
+def preprocessing(model_name: str, version: str | None, task: Task = MARS) -> dict[str, Any]:
+    """What a consumer needs to feed the model and read its output; ``task`` is the whole task, as
+    ``ablate.task.task_from_dict`` reads it back."""
+    h, w, c, k = task.height, task.width, task.channels, task.num_classes
     return {
         "model": model_name,
         "version": version,
-        "input": {"shape": [HEIGHT, WIDTH, 1], "layout": "(N, 64, 128) or (N, 64, 128, 1), grayscale",
+        "task": task.to_dict(),
+        "input": {"shape": [h, w, c], "layout": layout(task),
                   "dtypes": ["uint8 0-255", "float 0-1"], "scaling": SCALING},
-        "output": {"masks": "(N, 64, 128) uint8, argmax of probabilities",
-                   "probabilities": "(N, 64, 128, 5) float32 softmax over classes"},
-        "classes": [{"id": i, "name": n, "colour": list(c)}
-                    for i, (n, c) in enumerate(zip(CLASS_NAMES, CLASS_COLOURS, strict=True))],
+        "output": {"masks": f"(N, {h}, {w}) uint8, argmax of probabilities (labels 0-{k - 1})",
+                   "probabilities": f"(N, {h}, {w}, {k}) float32 softmax over classes"},
+        "classes": [{"id": i, "name": n, "colour": list(col), "scored": i in task.scored_ids}
+                    for i, (n, col) in enumerate(zip(task.classes, task.palette, strict=True))],
+        "ignore_label": task.ignore_label,
+        "ignore": _ignore_text(task),
+        "scored_classes": list(task.scored_names),
         "formats": {
             "model.keras": "Keras 3; `import ablate` first, then keras.saving.load_model(path, safe_mode=True)",
             "saved_model": "tf.saved_model.load(path); signatures serving_default (float images) and serving_uint8 "
                            "(uint8 images), input 'images', outputs 'masks' and 'probabilities'; scaling in-graph",
-            "model.tflite": "one image at a time: float32 (1, 64, 128, 1) already scaled to [0, 1] -> "
-                            "'probabilities' (1, 64, 128, 5); signature serving_default",
+            "model.tflite": f"one image at a time: float32 (1, {h}, {w}, {c}) already scaled to [0, 1] -> "
+                            f"'probabilities' (1, {h}, {w}, {k}); signature serving_default",
             "mlflow": "models:/NAME@champion, pyfunc: images -> masks",
         },
         "tolerances": {"probabilities": PROB_ATOL, "tflite_probabilities": TFLITE_ATOL},
     }
+
+
+def _ignore_text(task: Task) -> str:
+    """What the ignore label means, in one sentence."""
+    if task.ignore_label is None:
+        return "none: every pixel is scored"
+    if task.ignore_is_class:
+        return (f"label {task.ignore_label} ({task.classes[task.ignore_label]}) is a class the model predicts, but "
+                "pixels labelled with it are not scored")
+    return (f"label {task.ignore_label} marks unlabelled pixels in masks: not a class, never predicted, not scored")
 
 
 @dataclass
@@ -60,6 +76,7 @@ class CardInputs:
     tracking_uri: str
     refit_run_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    task: Task = MARS  # the source run's task.json (runs without one are the Mars task)
 
 
 def model_card(c: CardInputs) -> str:
@@ -81,13 +98,13 @@ def model_card(c: CardInputs) -> str:
         f"spec_hash `{c.spec.spec_hash}`. Rebuild with `ablate.spec.validate(json.load(open('spec.json')))`.",
         "```json\n" + json.dumps(c.spec.to_dict(), indent=2, sort_keys=True) + "\n```",
         "## Files and how to load them",
-        _files(),
+        _files(c.task),
         "## Reload check",
         "Each format was reloaded from disk and run on a fixed batch of 16 images; all agree with the trained "
         "model (masks identical except at numerical ties, probabilities within the tolerance).\n\n"
         + "\n".join(f"- {ch.line()}" for ch in c.checks),
         "## Intended use and limits",
-        _limits(run.data.tags.get("data_path", "")),
+        _limits(run.data.tags.get("data_path", ""), c.task),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
 
@@ -128,19 +145,35 @@ def _data(c: CardInputs) -> str:
             f"- Split: {1 - d.val_fraction:.0%} train / {d.val_fraction:.0%} validation by seed {c.spec.seed}"
             f"; limit {d.limit or 'none'}; "
             f"outlier cleaning {'on' if d.clean else 'off'}\n"
-            f"- Input: 64x128 grayscale; labels 0 background/unlabelled, 1 soil, 2 bedrock, 3 sand, 4 big rock")
+            + _task_lines(c.task))
+
+
+def _task_lines(task: Task) -> str:
+    """The task: input layout, classes with labels and colours, ignore label, scored classes."""
+    kind = "grayscale" if task.channels == 1 else "RGB"
+    classes = ", ".join(f"{i} {n}" for i, n in enumerate(task.classes))
+    colours = ", ".join(f"{n} #{r:02x}{g:02x}{b:02x}" for n, (r, g, b) in zip(task.classes, task.palette, strict=True))
+    return (f"- Input: {task.height}x{task.width} {kind}, {task.channels} channel(s); images {layout(task)}\n"
+            f"- Classes ({task.num_classes}, by label): {classes}\n"
+            f"- Colours (figures, overlays): {colours}\n"
+            f"- Ignore label: {_ignore_text(task)}\n"
+            f"- Scored classes (mIoU): {', '.join(task.scored_names)}")
 
 
 def _metrics(c: CardInputs) -> str:
     run = c.choice.run
     rows = ["| metric | value |", "|---|---|"]
-    keys = ["best_val_miou", *(f"best_val_iou_{n}" for n in CLASS_NAMES[1:]), "best_epoch", "params",
+    task = c.task
+    keys = ["best_val_miou", *(f"best_val_iou_{n}" for n in task.scored_names), "best_epoch", "params",
             "latency_ms_per_image", "train_time_s"]
     for k in keys:
         v = metric_of(run, k)
         if v == v:  # not NaN
             rows.append(f"| {k} | {v:.4f} |" if abs(v) < 1000 else f"| {k} | {v:.0f} |")
-    return "mIoU is the mean over classes 1-4 on labelled pixels (class 0 pixels are ignored).\n\n" + "\n".join(rows)
+    ignored = ("every pixel is scored" if task.ignore_label is None
+               else f"pixels labelled {task.ignore_label} are not scored")
+    return (f"mIoU is the mean IoU over the scored classes ({', '.join(task.scored_names)}) present in the truth or "
+            f"the predictions; {ignored}.\n\n" + "\n".join(rows))
 
 
 def _results_section(c: CardInputs) -> str:
@@ -154,25 +187,40 @@ def _results_section(c: CardInputs) -> str:
     return ""
 
 
-def _files() -> str:
+def _files(task: Task) -> str:
+    shape = f"(1, {task.height}, {task.width}, {task.channels})"
     return (
         "| file | what | load with |\n|---|---|---|\n"
         "| `model.keras` | Keras 3 model | `import ablate; keras.saving.load_model('model.keras', safe_mode=True)` |\n"
         "| `saved_model/` | TF SavedModel, raw images in, masks + probabilities out | "
         "`m = tf.saved_model.load('saved_model'); m.signatures['serving_uint8'](images=x)` (no project code) |\n"
-        "| `model.tflite` | TFLite float32, one image (1, 64, 128, 1) scaled to [0, 1] | "
+        f"| `model.tflite` | TFLite float32, one image {shape} scaled to [0, 1] | "
         "`tf.lite.Interpreter('model.tflite').get_signature_runner()(images=x)` |\n"
-        "| `preprocessing.json` | scaling, shapes, class names and colours | `json.load` |\n"
+        "| `preprocessing.json` | the task, scaling, shapes, class names and colours | `json.load` |\n"
+        "| `task.json` | the task (size, channels, classes, ignore label, scored classes) | "
+        "`ablate.task.task_from_dict(json.load(f))` |\n"
         "| `spec.json` | the full training spec | `ablate.spec.validate(json.load(f))` |\n\n"
         "From MLflow: `mlflow.pyfunc.load_model('models:/NAME@champion').predict(images)` returns masks; "
         "`mlflow models serve -m models:/NAME@champion --env-manager local` serves them "
         "(`POST /invocations` with `{\"inputs\": images}`). From the command line: "
-        "`ablate predict --model DIR --data file.npz --out masks.npz --submission sub.csv`."
+        "`ablate predict --model DIR --data file.npz --out masks.npz"
+        + (" --submission sub.csv" if task.is_mars else "") + "`."
     )
 
 
-def _limits(data_path: str) -> str:
+def _limits(data_path: str, task: Task = MARS) -> str:
     synthetic = "synthetic" in data_path
+    if not task.is_mars:
+        kind = "grayscale" if task.channels == 1 else "RGB"
+        return "\n".join([
+            f"- For: semantic segmentation of {task.height}x{task.width} {kind} images into the classes "
+            f"{', '.join(task.classes)}, as in the training data.",
+            f"- Not for: any safety-critical decision; other resolutions or channel counts (resize and convert "
+            f"first); classes outside the {task.num_classes} listed.",
+            f"- Ignore label: {_ignore_text(task)}; masks carry no claim about unlabelled regions.",
+            "- Validation figures come from one random split of one file. Seeds vary: see the table above.",
+            *(["- Trained on synthetic images: its figures say nothing about real images."] if synthetic else []),
+        ])
     return "\n".join([
         "- For: semantic segmentation of 64x128 grayscale Mars rover terrain images (AI4Mars / course format) "
         "into soil, bedrock, sand and big rock, for research and coursework.",

@@ -17,12 +17,13 @@ import keras
 import numpy as np
 
 from ablate.export.formats import ExportError, keras_probabilities, load_keras, tflite_predict
+from ablate.task import MARS, Task
 
 PROB_ATOL = 1e-4  # .keras, SavedModel, pyfunc: the same TF kernels, so float32 rounding only
 # TFLite fuses and reorders ops (its own conv kernels, XNNPACK); 1e-3 leaves room for that
 # while still catching a wrong scaling or a missing layer (which shift probabilities by >1e-2).
 TFLITE_ATOL = 1e-3
-CHECK_IMAGES = 16  # the fixed batch: 14 synthetic terrain images, one black, one white
+CHECK_IMAGES = 16  # the fixed batch: 14 synthetic images (Mars: terrain), one black, one white
 CHECK_SEED = 20240611
 
 
@@ -47,13 +48,33 @@ class FormatCheck:
                 f"({self.tied_pixels} at numerical ties) -> {'ok' if self.ok else 'FAILED'}")
 
 
-def check_images() -> np.ndarray:
-    """The fixed uint8 batch (16, 64, 128) every format is checked on."""
-    from ablate.data.synth import generate
+def check_images(task: Task = MARS) -> np.ndarray:
+    """The fixed uint8 batch every format is checked on, in the task's canonical layout.
 
-    images = generate(CHECK_IMAGES - 2, seed=CHECK_SEED)["training_set"][:, 0]
-    edges = np.stack([np.zeros((64, 128), np.uint8), np.full((64, 128), 255, np.uint8)])
+    Grayscale: (16, H, W); RGB: (16, H, W, 3). The Mars task's are synthetic terrain; any other
+    task's are smooth seeded noise (blocks of 4x4 pixels with a fine grain on top), which spreads
+    the predictions over several classes even for an untrained model.
+    """
+    h, w, c = task.input_shape
+    n = CHECK_IMAGES - 2
+    if task.is_mars:
+        from ablate.data.synth import generate
+
+        images = generate(n, seed=CHECK_SEED)["training_set"][:, 0]
+    else:
+        rng = np.random.default_rng(CHECK_SEED)
+        coarse = rng.integers(0, 256, (n, -(-h // 4), -(-w // 4), c)).repeat(4, axis=1).repeat(4, axis=2)
+        grain = rng.integers(-24, 25, (n, h, w, c))
+        images = np.clip(coarse[:, :h, :w] + grain, 0, 255).astype(np.uint8)
+        images = images[..., 0] if c == 1 else images
+    edges = np.stack([np.zeros(images.shape[1:], np.uint8), np.full(images.shape[1:], 255, np.uint8)])
     return np.concatenate([images, edges])
+
+
+def as_model_input(raw: np.ndarray) -> np.ndarray:
+    """Canonical uint8 images -> the network's float32 (N, H, W, C) in [0, 1]."""
+    x = raw.astype(np.float32) / np.float32(255.0)
+    return x[..., None] if x.ndim == 3 else x
 
 
 def compare(name: str, ref: np.ndarray, masks: np.ndarray, probs: np.ndarray | None, tol: float) -> FormatCheck:
@@ -69,28 +90,31 @@ def compare(name: str, ref: np.ndarray, masks: np.ndarray, probs: np.ndarray | N
 
 
 def _savedmodel_checks(path: Path, raw: np.ndarray, ref: np.ndarray) -> list[FormatCheck]:
+    """Floats in the canonical layout (grayscale without a channel axis), uint8 with one."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(path))
     out = []
-    for sig, batch in (("serving_default", raw.astype(np.float32) / 255.0), ("serving_uint8", raw[..., None])):
+    with_channel = raw[..., None] if raw.ndim == 3 else raw
+    for sig, batch in (("serving_default", raw.astype(np.float32) / 255.0), ("serving_uint8", with_channel)):
         res = loaded.signatures[sig](images=tf.constant(batch))
         out.append(compare(f"saved_model[{sig}]", ref, res["masks"].numpy(), res["probabilities"].numpy(),
                            PROB_ATOL))
     return out
 
 
-def check_bundle(model: keras.Model, bundle: Path) -> list[FormatCheck]:
+def check_bundle(model: keras.Model, bundle: Path, task: Task = MARS) -> list[FormatCheck]:
     """Reloads every format in ``bundle`` and compares it with ``model``; raises if one disagrees.
 
     Args:
         model: the trained model, in memory.
         bundle: the export folder (model.keras, saved_model/, model.tflite).
+        task: the model's task (the check batch's size and channels).
     """
-    raw = check_images()
-    x = (raw.astype(np.float32) / 255.0)[..., None]
+    raw = check_images(task)
+    x = as_model_input(raw)
     ref = keras_probabilities(model, x)
-    reloaded = keras_probabilities(load_keras(bundle / "model.keras"), x)
+    reloaded = keras_probabilities(load_keras(bundle / "model.keras", task), x)
     checks = [compare("model.keras", ref, reloaded.argmax(-1), reloaded, PROB_ATOL)]
     checks += _savedmodel_checks(bundle / "saved_model", raw, ref)
     lite = tflite_predict(bundle / "model.tflite", x)
@@ -102,10 +126,10 @@ def check_bundle(model: keras.Model, bundle: Path) -> list[FormatCheck]:
     return checks
 
 
-def check_pyfunc(model: keras.Model, pyfunc: Callable[[np.ndarray], np.ndarray]) -> FormatCheck:
+def check_pyfunc(model: keras.Model, pyfunc: Callable[[np.ndarray], np.ndarray], task: Task = MARS) -> FormatCheck:
     """Compares a logged pyfunc (``uint8 images -> masks``) with ``model``; raises if it disagrees."""
-    raw = check_images()
-    ref = keras_probabilities(model, (raw.astype(np.float32) / 255.0)[..., None])
+    raw = check_images(task)
+    ref = keras_probabilities(model, as_model_input(raw))
     result = compare("mlflow pyfunc", ref, np.asarray(pyfunc(raw)), None, PROB_ATOL)
     if not result.ok:
         raise ExportError(f"Reload check failed for the logged MLflow model: {result.line()}")

@@ -24,11 +24,13 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ablate.errors import AblateError, excerpt
+from ablate.errors import AblateError, SpecError, excerpt
 from ablate.export import card, check, formats, publish
+from ablate.export.formats import ExportError
 from ablate.export.select import Choice, Selector, select
 from ablate.names import RULE, check_name, inside, is_safe
 from ablate.spec import Spec, validate
+from ablate.task import MARS, Task, task_from_dict
 
 EXPORTS = Path("exports")  # the default export folder: exports/NAME
 
@@ -44,6 +46,7 @@ class ExportResult:
     export_run_id: str
     model_run_id: str  # the source run, or its refit
     checks: list[check.FormatCheck]
+    task: Task = MARS  # the exported model's task (the run's task.json)
 
 
 def export_model(sel: Selector, out: Path | None = None, name: str | None = None, refit: bool = False,
@@ -56,22 +59,25 @@ def export_model(sel: Selector, out: Path | None = None, name: str | None = None
     model_run = refit_run(choice) if refit else choice.run
     with tempfile.TemporaryDirectory() as tmp:
         model_file, spec = fetch(client, model_run.info.run_id, Path(tmp))
-        model = formats.load_keras(model_file)
+        task, where = fetch_task(client, model_run.info.run_id, Path(tmp))
+        model = formats.load_keras(model_file, task, source=f"the task of run {model_run.info.run_id}, {where}")
         with staging(out) as stage:
-            build_bundle(model, model_file, spec, stage)
-            checks = check.check_bundle(model, stage)  # before anything is registered
+            build_bundle(model, model_file, spec, stage, task)
+            checks = check.check_bundle(model, stage, task)  # before anything is registered
             with export_run(choice, model_name, model_run.info.run_id):
-                version = publish.log_pyfunc(stage / "saved_model", model_name, check.check_images()[:1],
-                                             {"source_run_id": choice.run.info.run_id})
-                checks.append(check.check_pyfunc(model, publish.pyfunc_predictor(f"models:/{model_name}/{version}")))
+                version = publish.log_pyfunc(stage / "saved_model", model_name, check.check_images(task)[:1],
+                                             {"source_run_id": choice.run.info.run_id, "task": task.to_dict()},
+                                             task, stage / formats.TASK_FILE)
+                pyfunc = publish.pyfunc_predictor(f"models:/{model_name}/{version}")
+                checks.append(check.check_pyfunc(model, pyfunc, task))
                 publish.tag_version(client, model_name, version, version_tags(choice, spec, model_run.info.run_id))
                 inputs = card.CardInputs(choice, spec, model_name, version, checks, tracking_uri,
-                                         model_run.info.run_id if refit else None)
+                                         model_run.info.run_id if refit else None, task=task)
                 write_docs(stage, inputs)
                 mlflow.log_artifacts(str(stage), "export")
                 run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
                 publish.move_alias(client, model_name, version)
-    return ExportResult(out, model_name, version, choice, run_id, model_run.info.run_id, checks)
+    return ExportResult(out, model_name, version, choice, run_id, model_run.info.run_id, checks, task)
 
 
 def model_name_for(name: str | None, choice: Choice) -> str:
@@ -101,16 +107,39 @@ def fetch(client: MlflowClient, run_id: str, dst: Path) -> tuple[Path, Spec]:
     return model_file, validate(json.loads(spec_file.read_text(encoding="utf-8")))
 
 
-def build_bundle(model: object, model_file: Path, spec: Spec, stage: Path) -> None:
-    """model.keras (the trained file, byte for byte), saved_model/, model.tflite, spec.json."""
+def fetch_task(client: MlflowClient, run_id: str, dst: Path) -> tuple[Task, str]:
+    """The run's ``task.json`` artifact as a Task, and where it came from; a run without one (logged
+    before tasks existed) is the Mars task."""
+    try:
+        names = {a.path for a in client.list_artifacts(run_id)}
+        if formats.TASK_FILE not in names:
+            return MARS, "which logged no task.json (so the Mars task)"
+        raw = Path(client.download_artifacts(run_id, formats.TASK_FILE, str(dst))).read_text(encoding="utf-8")
+        return task_from_dict(json.loads(raw), "task.json"), "from its task.json"
+    except (MlflowException, OSError) as e:
+        raise AblateError(f"Could not read the task.json of run {run_id}: {_first_line(e)}") from None
+    except (ValueError, SpecError) as e:
+        raise ExportError(f"Run {run_id} has an invalid task.json ({_first_line(e)}); expected the task the run "
+                          "logged (height, width, channels, classes, ignore_label, scored).") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:200]
+
+
+def build_bundle(model: object, model_file: Path, spec: Spec, stage: Path, task: Task = MARS) -> None:
+    """model.keras (the trained file, byte for byte), saved_model/ (with the task), model.tflite, spec.json,
+    task.json."""
     shutil.copyfile(model_file, stage / "model.keras")
-    formats.write_saved_model(model, stage / "saved_model")  # type: ignore[arg-type]
-    formats.write_tflite(model, stage / "model.tflite")  # type: ignore[arg-type]
+    formats.write_saved_model(model, stage / "saved_model", task)  # type: ignore[arg-type]
+    formats.write_tflite(model, stage / "model.tflite", task)  # type: ignore[arg-type]
     (stage / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (stage / formats.TASK_FILE).write_text(json.dumps(task.to_dict(), indent=2, sort_keys=True) + "\n",
+                                           encoding="utf-8")
 
 
 def write_docs(stage: Path, inputs: card.CardInputs) -> None:
-    prep = card.preprocessing(inputs.model_name, inputs.version)
+    prep = card.preprocessing(inputs.model_name, inputs.version, inputs.task)
     (stage / "preprocessing.json").write_text(json.dumps(prep, indent=2) + "\n", encoding="utf-8")
     (stage / "model_card.md").write_text(card.model_card(inputs), encoding="utf-8")
 

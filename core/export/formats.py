@@ -1,13 +1,16 @@
 """Portable formats of a trained model: ``.keras``, TF SavedModel and TFLite.
 
-The SavedModel is what a user without this project loads (``tf.saved_model.load``): its
-signatures take raw images and return masks and class probabilities, with the scaling inside
-the graph. ``serving_default`` takes float images (0-1, or 0-255 when the batch's maximum
-exceeds 1), ``serving_uint8`` uint8 images 0-255; both accept (N, 64, 128) or (N, 64, 128, 1).
-The TFLite file is the bare network for one image at a time: float32 (1, 64, 128, 1) in
-[0, 1] -> probabilities (a dynamic batch dimension breaks the TFLite runtime for some blocks,
-e.g. the pyramid bottleneck and the cross-scale fusion: "BytesRequired number of elements
-overflowed"; batch 1 is also what on-device use needs).
+Every format is for one task (:class:`ablate.task.Task`): its input size H x W and channels C,
+and its classes K. The SavedModel is what a user without this project loads
+(``tf.saved_model.load``): its signatures take raw images and return masks and class
+probabilities, with the scaling inside the graph. ``serving_default`` takes float images (0-1,
+or 0-255 when the batch's maximum exceeds 1), ``serving_uint8`` uint8 images 0-255; a grayscale
+task accepts (N, H, W) or (N, H, W, 1), an RGB one (N, H, W, 3). The task travels inside the
+folder as ``assets.extra/task.json`` (plain JSON; TensorFlow ignores it), so a fresh process
+knows the classes without this project. The TFLite file is the bare network for one image at a
+time: float32 (1, H, W, C) in [0, 1] -> probabilities (1, H, W, K) (a dynamic batch dimension
+breaks the TFLite runtime for some blocks, e.g. the pyramid bottleneck and the cross-scale
+fusion: "BytesRequired number of elements overflowed"; batch 1 is also what on-device use needs).
 
 Example:
     >>> model = load_keras("exports/best/model.keras")
@@ -27,26 +30,36 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ablate.data.loader import HEIGHT, WIDTH
 from ablate.errors import AblateError
-from ablate.metrics import NUM_CLASSES
+from ablate.task import MARS, Task
 
 
 class ExportError(AblateError):
     """An export could not be produced or failed its reload check."""
 
 
-INPUT_SHAPE = (None, HEIGHT, WIDTH, 1)  # the task: 64x128 grayscale images in [0, 1]
-OUTPUT_SHAPE = (None, HEIGHT, WIDTH, NUM_CLASSES)  # per-pixel class scores
+TASK_FILE = "task.json"  # the task, as ``Task.to_json()``: at an export's root and in saved_model/assets.extra/
+SAVED_MODEL_TASK = f"assets.extra/{TASK_FILE}"
 
 
-def load_keras(path: str | Path) -> keras.Model:
-    """Loads a ``.keras`` model of the task, uncompiled, without running code from the file.
+def input_shape(task: Task) -> tuple[int | None, ...]:
+    """The model's input: (None, H, W, C) images in [0, 1]."""
+    return (None, *task.input_shape)
+
+
+def output_shape(task: Task) -> tuple[int | None, ...]:
+    """The model's output: (None, H, W, K) per-pixel class scores."""
+    return (None, task.height, task.width, task.num_classes)
+
+
+def load_keras(path: str | Path, task: Task | None = None, source: str = "") -> keras.Model:
+    """Loads a ``.keras`` segmentation model, uncompiled, without running code from the file.
 
     ``safe_mode=True``: a file that stores Python code (a ``Lambda`` layer's function) is
     refused, not run. The archive is checked before Keras opens it, so an empty, truncated or
     foreign file is reported as such (Keras says "File not found"), and the loaded model must
-    map (N, 64, 128, 1) images to (N, 64, 128, 5) class scores.
+    map (N, H, W, C) images to (N, H, W, K) class scores: those of ``task`` when it is given
+    (``source`` says where the task came from), else of any task.
 
     Raises:
         ExportError: the file is missing, corrupt, holds code, or is not a model of this task.
@@ -62,17 +75,42 @@ def load_keras(path: str | Path) -> keras.Model:
             raise ExportError(f"'{p}' stores Python code (e.g. a Lambda layer), which safe mode refuses to run; "
                               "rebuild the model from registered blocks and save it again.") from e
         raise ExportError(f"'{p}' is corrupt or not a model of this project: {_excerpt(text)}") from e
-    check_task_model(model, p.name)
+    if task is None:
+        model_task_shape(model, p.name)
+    else:
+        check_task_model(model, p.name, task, source)
     return model
 
 
-def check_task_model(model: keras.Model, name: str) -> None:
-    """Raises ExportError unless ``model`` maps (N, 64, 128, 1) images to (N, 64, 128, 5) scores."""
+def check_task_model(model: keras.Model, name: str, task: Task = MARS, source: str = "") -> None:
+    """Raises ExportError unless ``model`` maps (N, H, W, C) images to (N, H, W, K) scores of ``task``."""
     ins, outs = _shapes(model, "inputs"), _shapes(model, "outputs")
-    if (len(ins), len(outs)) == (1, 1) and ins[0][1:] == INPUT_SHAPE[1:] and outs[0][1:] == OUTPUT_SHAPE[1:]:
+    want_in, want_out = input_shape(task), output_shape(task)
+    if (len(ins), len(outs)) == (1, 1) and ins[0][1:] == want_in[1:] and outs[0][1:] == want_out[1:]:
         return
+    why = f" ({source})" if source else ": a model trained by `ablate run`"
     raise ExportError(f"Model '{name}' takes inputs {_show(ins)} and gives {_show(outs)}; expected inputs "
-                      f"{INPUT_SHAPE} and per-pixel scores {OUTPUT_SHAPE}: a model trained by `ablate run`.")
+                      f"{want_in} and per-pixel scores {want_out}{why}.")
+
+
+def model_task_shape(model: keras.Model, name: str = "model") -> tuple[int, int, int, int]:
+    """(H, W, C, K) of a segmentation model: one (None, H, W, C) input, C 1 or 3, one (None, H, W, K) output."""
+    ins, outs = _shapes(model, "inputs"), _shapes(model, "outputs")
+    if (len(ins), len(outs)) == (1, 1) and len(ins[0]) == 4 and len(outs[0]) == 4 and ins[0][1:3] == outs[0][1:3] \
+            and ins[0][3] in (1, 3) and isinstance(outs[0][3], int) and outs[0][3] >= 2 \
+            and all(isinstance(v, int) for v in ins[0][1:]):
+        h, w, c = ins[0][1:]
+        return int(h), int(w), int(c), int(outs[0][3])  # type: ignore[arg-type]
+    raise ExportError(f"Model '{name}' takes inputs {_show(ins)} and gives {_show(outs)}; expected inputs "
+                      "(None, H, W, 1 or 3) and per-pixel scores (None, H, W, classes): a model trained by "
+                      "`ablate run`.")
+
+
+def task_for(model: keras.Model, task: Task | None) -> Task:
+    """``task`` checked against ``model``; without one, the Mars task, which the model must fit."""
+    check_task_model(model, getattr(model, "name", "model"), task or MARS,
+                     "" if task is not None else "no task was given, so the Mars task's")
+    return task or MARS
 
 
 def _shapes(model: keras.Model, attr: str) -> list[tuple[int | None, ...]]:
@@ -123,50 +161,84 @@ def _excerpt(text: str) -> str:
     return (text.splitlines() or ["(no message)"])[0][:160]
 
 
-def preprocess(images: tf.Tensor) -> tf.Tensor:
-    """Raw images (N, 64, 128[, 1]), uint8 or float -> (N, 64, 128, 1) float32 in [0, 1]."""
+def layout(task: Task) -> str:
+    """The image layouts the exported model takes, for messages and docs."""
+    h, w = task.height, task.width
+    if task.channels == 1:
+        return f"(N, {h}, {w}) or (N, {h}, {w}, 1), grayscale"
+    return f"(N, {h}, {w}, 3), RGB"
+
+
+def preprocess(images: tf.Tensor, task: Task = MARS) -> tf.Tensor:
+    """Raw images (N, H, W[, 1]) (grayscale) or (N, H, W, 3) (RGB), uint8 or float -> (N, H, W, C) float32 in [0, 1]."""
+    h, w, c = task.input_shape
     shape = tf.shape(images)
     padded = tf.concat([shape, tf.ones([4], tf.int32)], axis=0)  # rank 3 pads a channel of 1
     rank = tf.size(shape)
-    ok = ((rank == 3) | (rank == 4)) & (padded[1] == HEIGHT) & (padded[2] == WIDTH) & (padded[3] == 1)
-    tf.debugging.Assert(ok, ["expected images shaped (N, 64, 128) or (N, 64, 128, 1); got shape", shape])
+    ranks = ((rank == 3) | (rank == 4)) if c == 1 else (rank == 4)
+    ok = ranks & (padded[1] == h) & (padded[2] == w) & (padded[3] == c)
+    tf.debugging.Assert(ok, [f"expected images shaped {layout(task)}; got shape", shape])
     if images.dtype == tf.uint8:
         x = tf.cast(images, tf.float32) / 255.0
     else:
         x = tf.debugging.check_numerics(tf.cast(images, tf.float32), "images hold NaN or inf")
         tf.debugging.Assert(tf.reduce_min(x) >= 0.0, ["image values below 0; expected 0-1 or 0-255"])
         x = tf.cond(tf.reduce_max(x) > 1.0, lambda: x / 255.0, lambda: x)
-    return tf.reshape(x, [-1, HEIGHT, WIDTH, 1])
+    return tf.reshape(x, [-1, h, w, c])
 
 
-def _serving_fn(model: keras.Model) -> Any:
+def _serving_fn(model: keras.Model, task: Task) -> Any:
     @tf.function
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        probs = tf.cast(model(preprocess(images), training=False), tf.float32)
+        probs = tf.cast(model(preprocess(images, task), training=False), tf.float32)
         return {"masks": tf.cast(tf.argmax(probs, axis=-1), tf.uint8), "probabilities": probs}
 
     return serve
 
 
-def write_saved_model(model: keras.Model, path: str | Path) -> Path:
-    """Writes a SavedModel with ``serving_default`` (float) and ``serving_uint8`` signatures."""
+def write_saved_model(model: keras.Model, path: str | Path, task: Task | None = None) -> Path:
+    """Writes a SavedModel with ``serving_default`` (float) and ``serving_uint8`` signatures, and the task.
+
+    ``task`` None: the Mars task (the model must fit it).
+    """
+    task = task_for(model, task)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    serve = _serving_fn(model)
+    serve = _serving_fn(model, task)
     for name, dtype in (("serving_default", tf.float32), ("serving_uint8", tf.uint8)):
-        # shape=None: any rank, so (N, 64, 128) and (N, 64, 128, 1) both pass; checked in-graph.
+        # shape=None: any rank, so (N, H, W) and (N, H, W, 1) both pass for grayscale; checked in-graph.
         archive.add_endpoint(name, serve, input_signature=[tf.TensorSpec(None, dtype, name="images")])
     archive.write_out(str(path), verbose=False)
+    extra = Path(path) / SAVED_MODEL_TASK
+    extra.parent.mkdir(exist_ok=True)
+    extra.write_text(task.to_json() + "\n", encoding="utf-8")
     return Path(path)
 
 
-def write_tflite(model: keras.Model, path: str | Path) -> Path:
-    """Writes a float32 TFLite model: (1, 64, 128, 1) in [0, 1] -> probabilities (1, 64, 128, 5)."""
+def saved_model_task(path: str | Path) -> Task | None:
+    """The task stored in a SavedModel folder by :func:`write_saved_model`; None if it has none (older exports)."""
+    import json
+
+    from ablate.errors import SpecError
+    from ablate.task import task_from_dict
+
+    file = Path(path) / SAVED_MODEL_TASK
+    if not file.is_file():
+        return None
+    try:
+        return task_from_dict(json.loads(file.read_text(encoding="utf-8")), "task.json")
+    except (ValueError, SpecError, OSError) as e:
+        raise ExportError(f"'{file}' is not a valid task ({_excerpt(str(e))}); re-export the model.") from None
+
+
+def write_tflite(model: keras.Model, path: str | Path, task: Task | None = None) -> Path:
+    """Writes a float32 TFLite model: (1, H, W, C) in [0, 1] -> probabilities (1, H, W, K)."""
+    task = task_for(model, task)
     archive = keras.export.ExportArchive()
     archive.track(model)
     fn = tf.function(lambda images: {"probabilities": tf.cast(model(images, training=False), tf.float32)})
     archive.add_endpoint("serving_default", fn,
-                         input_signature=[tf.TensorSpec([1, HEIGHT, WIDTH, 1], tf.float32, name="images")])
+                         input_signature=[tf.TensorSpec([1, *task.input_shape], tf.float32, name="images")])
     with tempfile.TemporaryDirectory() as tmp:
         # Converting from a SavedModel freezes the variables (a concrete function keeps them
         # as resources, which the TFLite runtime leaves uninitialised).
@@ -177,7 +249,7 @@ def write_tflite(model: keras.Model, path: str | Path) -> Path:
 
 
 def tflite_predict(path: str | Path, images: np.ndarray) -> np.ndarray:
-    """Probabilities of a TFLite model for float32 (N, 64, 128, 1) images in [0, 1], one at a time."""
+    """Probabilities of a TFLite model for float32 (N, H, W, C) images in [0, 1], one at a time."""
     import warnings
 
     with warnings.catch_warnings():
@@ -189,8 +261,9 @@ def tflite_predict(path: str | Path, images: np.ndarray) -> np.ndarray:
 
 
 def keras_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
-    """Probabilities (N, 64, 128, 5) of a Keras model for (N, 64, 128, 1) float32 images."""
+    """Probabilities (N, H, W, K) of a Keras model for (N, H, W, C) float32 images."""
     out = np.asarray(model.predict_on_batch(images.astype(np.float32)), dtype=np.float32)
-    if out.shape != (len(images), HEIGHT, WIDTH, NUM_CLASSES):
-        raise ExportError(f"The model outputs shape {out.shape}; expected (N, 64, 128, {NUM_CLASSES}) probabilities.")
+    h, w, _, k = model_task_shape(model, getattr(model, "name", "model"))
+    if out.shape != (len(images), h, w, k):
+        raise ExportError(f"The model outputs shape {out.shape}; expected (N, {h}, {w}, {k}) probabilities.")
     return out

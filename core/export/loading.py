@@ -11,26 +11,35 @@ What is loaded, and why that is safe:
   or a SavedModel is downloaded and loaded as above. ``mlflow.pyfunc.load_model`` is never
   called: it imports and runs Python stored in the tracking store.
 
+The predictor knows its task (``predictor.task``): from the SavedModel's ``assets.extra/task.json``,
+the export folder's ``task.json`` or ``preprocessing.json``, or the run's ``task.json``; a model
+with none of these (saved before tasks existed) is the Mars task, and must fit it.
+
 Example:
     >>> predictor = load_predictor("models:/mars-seg@champion")
-    >>> masks = predictor(images)  # float32 (n, 64, 128, 1) in [0, 1] -> uint8 (n, 64, 128)
+    >>> masks = predictor(images)  # float32 (n, H, W, C) in [0, 1] -> uint8 (n, H, W)
+    >>> predictor.task.classes
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ablate.data.loader import HEIGHT, WIDTH
-from ablate.errors import AblateError
+from ablate.errors import AblateError, SpecError
+from ablate.task import MARS, Task, task_from_dict
 
-Predictor = Callable[[np.ndarray], np.ndarray]  # float32 (n, 64, 128, 1) in [0, 1] -> uint8 masks (n, 64, 128)
+Predictor = Callable[[np.ndarray], np.ndarray]  # float32 (n, H, W, C) in [0, 1] -> uint8 masks (n, H, W)
+TASK_FILE = "task.json"
+SAVED_MODEL_TASK = "assets.extra/task.json"  # where ablate.export.formats.write_saved_model puts it
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 STORE_SCHEMES = ("models:/", "runs:/")
 # Where a model's weights sit in the store, first match wins: `ablate export`'s bundle (export/),
@@ -39,7 +48,18 @@ KERAS_FILES = ("model.keras", "model/model.keras")
 SAVED_MODEL_DIRS = ("", "saved_model", "artifacts/saved_model")
 
 
-def load_predictor(ref: str) -> Predictor:
+@dataclass(frozen=True)
+class TaskPredictor:
+    """A loaded model: ``float32 (n, H, W, C) in [0, 1] -> uint8 masks (n, H, W)``, and its task."""
+
+    predict: Predictor
+    task: Task
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.predict(images)
+
+
+def load_predictor(ref: str) -> TaskPredictor:
     """A predictor from an export folder, a ``.keras`` file, a SavedModel folder, ``models:/NAME@ALIAS``,
     ``models:/NAME/VERSION``, ``runs:/RUN_ID/PATH`` or a run id (MLflow's tracking URI set first)."""
     if ref.startswith(STORE_SCHEMES):
@@ -58,24 +78,53 @@ def load_predictor(ref: str) -> Predictor:
                       ".keras file, models:/NAME@ALIAS, runs:/RUN_ID/PATH or a 32-character MLflow run id.")
 
 
-def _from_folder(path: Path) -> Predictor:
+def _from_folder(path: Path) -> TaskPredictor:
     if (path / "saved_model").is_dir():  # an export folder: checked in-graph preprocessing included
-        return _saved_model(path / "saved_model")
+        return _saved_model(path / "saved_model", folder_task(path))
     if (path / "saved_model.pb").exists() or (path / "variables").is_dir():
         return _saved_model(path)
     if (path / "model.keras").exists():
-        return _keras(path / "model.keras")
+        return _keras(path / "model.keras", folder_task(path))
     raise AblateError(f"Folder '{path}' holds no saved_model/ or model.keras; expected an `ablate export` folder.")
 
 
-def _keras(path: Path) -> Predictor:
+def read_task_file(file: Path) -> Task:
+    """A ``task.json`` (or ``preprocessing.json``, whose ``task`` key holds it) as a Task; one-line error if invalid."""
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+        if file.name != TASK_FILE:
+            raw = raw["task"]
+        return task_from_dict(raw, file.name)
+    except (OSError, ValueError, KeyError, TypeError, SpecError) as e:
+        raise AblateError(f"'{file}' does not hold a valid task ({_excerpt(e)}); re-export the model with "
+                          "`ablate export`.") from None
+
+
+def folder_task(folder: Path) -> Task | None:
+    """The task an export folder records (``task.json``, else ``preprocessing.json``'s); None if neither."""
+    if (folder / TASK_FILE).is_file():
+        return read_task_file(folder / TASK_FILE)
+    prep = folder / "preprocessing.json"
+    if prep.is_file():
+        try:
+            has_task = "task" in json.loads(prep.read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError):
+            has_task = False
+        if has_task:
+            return read_task_file(prep)
+    return None
+
+
+def _keras(path: Path, task: Task | None = None) -> TaskPredictor:
     from ablate.export.formats import load_keras
 
-    model = load_keras(path)  # safe mode, shapes checked
-    return lambda x: np.argmax(model.predict_on_batch(x), axis=-1).astype(np.uint8)
+    task = task or folder_task(path.parent)
+    where = "its folder's task.json" if task is not None else "no task.json beside it, so the Mars task"
+    model = load_keras(path, task or MARS, source=where if task is not None else "")  # safe mode, shapes checked
+    return TaskPredictor(lambda x: np.argmax(model.predict_on_batch(x), axis=-1).astype(np.uint8), task or MARS)
 
 
-def _saved_model(path: Path) -> Predictor:
+def _saved_model(path: Path, task: Task | None = None) -> TaskPredictor:
     import tensorflow as tf
 
     if not (path / "saved_model.pb").is_file():
@@ -87,22 +136,25 @@ def _saved_model(path: Path) -> Predictor:
         raise AblateError(f"SavedModel '{path}' is corrupt or unreadable ({_excerpt(e)}); re-export it with "
                           "`ablate export`.") from None
     serve = loaded.signatures.get("serving_default") if hasattr(loaded, "signatures") else None
-    _check_signature(serve, path)
-    return lambda x: serve(images=tf.constant(x))["masks"].numpy()  # `loaded` stays alive through `serve`
+    if (path / SAVED_MODEL_TASK).is_file():  # the SavedModel's own record wins over its folder's
+        task = read_task_file(path / SAVED_MODEL_TASK)
+    task = task or MARS  # a SavedModel exported before tasks existed: the Mars task
+    _check_signature(serve, path, task)
+    return TaskPredictor(lambda x: serve(images=tf.constant(x))["masks"].numpy(), task)  # `loaded` lives in `serve`
 
 
-def _check_signature(serve: Any, path: Path) -> None:
-    """``serving_default`` must take ``images`` and return ``masks`` (N, 64, 128), as `ablate export` writes."""
+def _check_signature(serve: Any, path: Path, task: Task = MARS) -> None:
+    """``serving_default`` must take ``images`` and return ``masks`` (N, H, W), as `ablate export` writes."""
     if serve is None:
         raise AblateError(f"SavedModel '{path}' has no serving_default signature; expected one written by "
                           "`ablate export` (images -> masks).")
     inputs = dict(serve.structured_input_signature[1])
     outputs = dict(serve.structured_outputs)
     masks = outputs.get("masks")
-    if "images" in inputs and masks is not None and tuple(masks.shape)[1:] == (HEIGHT, WIDTH):
+    if "images" in inputs and masks is not None and tuple(masks.shape)[1:] == (task.height, task.width):
         return
     raise AblateError(f"SavedModel '{path}' takes {{{_specs(inputs)}}} and gives {{{_specs(outputs)}}}; expected "
-                      f"images -> masks (None, {HEIGHT}, {WIDTH}), as `ablate export` writes.")
+                      f"images -> masks (None, {task.height}, {task.width}), as `ablate export` writes.")
 
 
 def _specs(specs: dict[str, Any]) -> str:
@@ -146,7 +198,7 @@ def _version_roots(uri: str) -> list[str]:
         raise _store_error(uri, e) from None
 
 
-def _from_store(uri: str, roots: list[str]) -> Predictor:
+def _from_store(uri: str, roots: list[str]) -> TaskPredictor:
     """Downloads the first model.keras or SavedModel found under ``roots`` and loads it safely."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -157,13 +209,29 @@ def _from_store(uri: str, roots: list[str]) -> Predictor:
             found = _find(root)
             if found is not None:
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=found[0], dst_path=tmp))
-                return _keras(local) if found[1] == "keras" else _saved_model(local)
+                task = _store_task(root, Path(tmp) / "task")
+                return _keras(local, task) if found[1] == "keras" else _saved_model(local, task)
     except (MlflowException, OSError) as e:
         raise _store_error(uri, e) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # both formats are in memory once loaded
     raise AblateError(f"'{uri}' has no model.keras or SavedModel artifact; predict never runs a logged model's "
                       "Python code (a pyfunc): log the model with `ablate run` or `ablate export`.")
+
+
+def _store_task(root: str, dst: Path) -> Task | None:
+    """The task recorded beside a model in the store: ``ROOT/task.json``, else the run's own ``task.json``."""
+    import mlflow
+
+    candidates = [root.rpartition("/")[0] if root.endswith(".keras") else root]
+    if root.startswith("runs:/"):
+        candidates.append("runs:/" + root.removeprefix("runs:/").partition("/")[0])
+    for folder in candidates:
+        if _exists(folder, TASK_FILE):
+            dst.mkdir(parents=True, exist_ok=True)
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"{folder}/{TASK_FILE}", dst_path=str(dst))
+            return read_task_file(Path(local))
+    return None
 
 
 def _find(root: str) -> tuple[str, str] | None:

@@ -18,24 +18,25 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
-from ablate.data.loader import HEIGHT, WIDTH
 from ablate.errors import AblateError
+from ablate.task import MARS, Task
 
 ALIAS = "champion"  # MLflow aliases replace the deprecated stages ("Production")
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 
 
-def signature() -> ModelSignature:
-    """Input: a batch of images; output: masks (N, 64, 128) uint8.
+def signature(task: Task = MARS) -> ModelSignature:
+    """Input: a batch of images; output: masks (N, H, W) uint8 of the task.
 
     The input spec is an object tensor because the pyfunc accepts several layouts (uint8 or
     float, with or without a channel axis; MLflow enforces one dtype and rank per tensor spec
     and would otherwise refuse all but one). ``pyfunc_model.as_images`` validates the input
-    and the input example shows the canonical form, (N, 64, 128) uint8.
+    and the input example shows the canonical form: (N, H, W) uint8 (grayscale) or
+    (N, H, W, 3) uint8 (RGB).
     """
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(object), (-1,), name=None)]),
-        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, HEIGHT, WIDTH))]),
+        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, task.height, task.width))]),
     )
 
 
@@ -46,8 +47,16 @@ def requirements() -> list[str]:
     return [f"mlflow=={mlflow.__version__}", f"tensorflow=={tf.__version__}", f"numpy=={np.__version__}"]
 
 
-def log_pyfunc(saved_model: Path, model_name: str, example: np.ndarray, description: dict[str, Any]) -> str:
-    """Logs the pyfunc into the active run, registers a new version of ``model_name``; returns it."""
+def log_pyfunc(saved_model: Path, model_name: str, example: np.ndarray, description: dict[str, Any],
+               task: Task = MARS, task_file: Path | None = None) -> str:
+    """Logs the pyfunc into the active run, registers a new version of ``model_name``; returns it.
+
+    ``task_file`` (the export's ``task.json``) is logged with it, so the pyfunc knows the task's
+    size, channels and classes without this project.
+    """
+    artifacts = {"saved_model": str(saved_model)}
+    if task_file is not None:
+        artifacts["task"] = str(task_file)
     try:
         with warnings.catch_warnings():
             # MLflow asks for type hints on predict(); the explicit signature describes the input.
@@ -55,8 +64,8 @@ def log_pyfunc(saved_model: Path, model_name: str, example: np.ndarray, descript
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(PYFUNC_FILE),
-                artifacts={"saved_model": str(saved_model)},
-                signature=signature(),
+                artifacts=artifacts,
+                signature=signature(task),
                 input_example=example,
                 pip_requirements=requirements(),
                 registered_model_name=model_name,

@@ -8,6 +8,7 @@ tagged as such.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -33,7 +34,7 @@ def refit_spec(source: Spec, best_epoch: float) -> Spec:
 def refit(choice: Choice) -> str:
     """Trains the refit run in the source run's experiment; returns its run id."""
     from ablate.runner import run_spec
-    from ablate.train import Split, load_data
+    from ablate.train import load_data
 
     client = MlflowClient()
     source = choice.run
@@ -46,8 +47,9 @@ def refit(choice: Choice) -> str:
     if expected and split.fingerprint != expected:
         raise AblateError(f"--refit: the data file '{split.path}' (fingerprint {split.fingerprint}) is not the one "
                           f"run {source.info.run_id} trained on (fingerprint {expected}); restore that file.")
-    full = Split(np.concatenate([split.x_train, split.x_val]), np.concatenate([split.y_train, split.y_val]),
-                 split.x_val, split.y_val, split.fingerprint, split.path, split.val_index)
+    # replace() keeps every other field of the split, its task included
+    full = dataclasses.replace(split, x_train=np.concatenate([split.x_train, split.x_val]),
+                               y_train=np.concatenate([split.y_train, split.y_val]))
     experiment = client.get_experiment(source.info.experiment_id).name
     tags = {"ablate.kind": "refit", "refit_of": source.info.run_id, "validation": "seen in training (refit)"}
     return run_spec(spec, experiment=experiment, tags=tags, split=full, run_name=spec.name).run_id
