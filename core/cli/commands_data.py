@@ -1,4 +1,4 @@
-"""``ablate data {synth,inspect,clean,import-ai4mars}``."""
+"""``ablate data {synth,inspect,clean,import-ai4mars,import-folder}``."""
 
 from __future__ import annotations
 
@@ -12,15 +12,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="generate, inspect, clean and import data sets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
-    p = dsub.add_parser("synth", help="write a synthetic Mars terrain set (the embedded default)")
+    p = dsub.add_parser("synth", help="write a synthetic Mars terrain set (the embedded default), or one for a task")
     p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--task", metavar="FILE", help="YAML/JSON task (or a spec with a task: section): a synthetic set "
+                                                  "for it in the images/masks layout instead of Mars terrain")
     p.add_argument("--n", type=T.positive_int, default=1200, help="training pairs (default: %(default)s)")
     p.add_argument("--n-test", type=T.non_negative_int, default=200, help="test images (default: %(default)s)")
     p.add_argument("--seed", type=T.seed, default=0)
     p.set_defaults(func=cmd_synth)
 
-    p = dsub.add_parser("inspect", help="shapes, dtypes, class shares, duplicate-mask groups")
+    p = dsub.add_parser("inspect", help="the task, shapes, dtypes, class shares, duplicate-mask groups")
     p.add_argument("path")
+    p.add_argument("--task", metavar="FILE", help="YAML/JSON task (or a spec with a task: section) to check the "
+                                                  "data against; default: the task inferred from the file")
     p.set_defaults(func=cmd_inspect)
 
     p = dsub.add_parser("clean", help="remove training pairs that share one outlier mask")
@@ -35,10 +39,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=T.seed, default=0)
     p.set_defaults(func=cmd_import)
 
+    p = dsub.add_parser("import-folder", help="pair image and mask files (PNG, JPEG, TIFF) by name into an .npz")
+    p.add_argument("images_dir", metavar="IMAGES_DIR")
+    p.add_argument("masks_dir", metavar="MASKS_DIR")
+    p.add_argument("--out", required=True, help="output .npz (images/masks layout)")
+    p.add_argument("--size", metavar="HxW", help="resize every pair (area/bilinear for images, nearest for masks)")
+    p.add_argument("--label-map", metavar="FILE|JSON",
+                   help="mask value or 'r,g,b' colour -> label, as a JSON/YAML file or inline JSON")
+    colour = p.add_mutually_exclusive_group()
+    colour.add_argument("--grey", dest="channels", action="store_const", const=1, help="read images as grey")
+    colour.add_argument("--rgb", dest="channels", action="store_const", const=3, help="read images as RGB")
+    p.add_argument("--test-dir", metavar="DIR", help="folder of unlabelled test images")
+    p.set_defaults(func=cmd_import_folder)
+
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from ablate.data import generate, write_npz
 
+    if args.task is not None:
+        from ablate.data.infer import task_from_file
+        from ablate.data.io import save_npz_atomic
+        from ablate.data.synth_task import generate_task
+
+        task = task_from_file(args.task)
+        save_npz_atomic(Path(args.out), generate_task(task, args.n, n_test=args.n_test, seed=args.seed))
+        print(f"wrote {args.out}: {args.n} training pairs, {args.n_test} test images (seed {args.seed}); "
+              f"task: {task.describe()}")
+        return 0
     write_npz(Path(args.out), generate(args.n, args.seed, n_test=args.n_test))
     print(f"wrote {args.out}: {args.n} training pairs, {args.n_test} test images (seed {args.seed})")
     return 0
@@ -47,7 +74,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ablate.data import format_summary, inspect_npz
 
-    print(format_summary(inspect_npz(args.path)))
+    task = None
+    if args.task is not None:
+        from ablate.data.infer import task_from_file
+
+        task = task_from_file(args.task)
+    print(format_summary(inspect_npz(args.path, task=task)))
     return 0
 
 
@@ -66,4 +98,16 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     result = import_ai4mars(args.src, args.out, seed=args.seed)
     print(f"wrote {args.out}" + (f": {result}" if result is not None else ""))
+    return 0
+
+
+def cmd_import_folder(args: argparse.Namespace) -> int:
+    from ablate.data.folder import import_folder, parse_size
+    from ablate.data.labelmap import parse_label_map
+
+    size = None if args.size is None else parse_size(args.size)
+    result = import_folder(args.images_dir, args.masks_dir, args.out, size=size,
+                           label_map=parse_label_map(args.label_map), channels=args.channels, test_dir=args.test_dir)
+    print(f"wrote {result.path}: {result.pairs} pairs, {result.test_images} test images")
+    print(f"task: {result.task.describe()}")
     return 0

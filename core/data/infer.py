@@ -14,9 +14,12 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
-from ablate.task import MARS, Task
+from ablate.errors import DataError
+from ablate.task import MARS, Task, task_from_dict
 
 IGNORE_VALUE = 255  # the common "unlabelled" value; inferred as the ignore label when a mask holds it
 
@@ -64,3 +67,24 @@ def label_legend(task: Task) -> str:
     if task.ignore_label is not None and not task.ignore_is_class:
         names.append(f"{task.ignore_label} ignored")
     return ", ".join(names)
+
+
+def task_from_file(path: str | os.PathLike[str]) -> Task:
+    """The task in a YAML/JSON file: a task mapping, or a spec with a ``task:`` section.
+
+    Raises:
+        DataError: the file is missing or not YAML/JSON; SpecError: the task is not valid.
+    """
+    import yaml
+
+    src = Path(path)
+    try:
+        raw = yaml.safe_load(src.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise DataError(f"Task file '{src}' is not readable ({e.strerror or e}); expected a YAML or JSON "
+                        "task.") from None
+    except yaml.YAMLError as e:
+        raise DataError(f"Task file '{src}' is not valid YAML or JSON ({str(e).splitlines()[0]}).") from None
+    if isinstance(raw, dict) and isinstance(raw.get("task"), dict):
+        return task_from_dict(raw["task"], where=f"task in '{src}'")
+    return task_from_dict(raw, where=f"task in '{src}'")
