@@ -47,7 +47,7 @@ def infer_task(height: int, width: int, channels: int, labels: Iterable[int], co
 
 
 def label_ranges(values: Iterable[int]) -> str:
-    """Sorted labels as runs: ``0-6 and 255``, ``0-4``, ``1, 3``."""
+    """Sorted labels as runs: ``0-6 and 255``, ``0-4``, ``1, 3 and 4``."""
     vals = sorted({int(v) for v in values})
     runs: list[list[int]] = []
     for v in vals:
@@ -55,8 +55,8 @@ def label_ranges(values: Iterable[int]) -> str:
             runs[-1][1] = v
         else:
             runs.append([v, v])
-    parts = [f"{a}-{b}" if b > a + 1 else (f"{a}, {b}" if b > a else str(a)) for a, b in runs]
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    parts = [p for a, b in runs for p in ([f"{a}-{b}"] if b > a + 1 else [str(v) for v in range(a, b + 1)])]
+    return ", ".join(parts) if len(parts) < 2 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def label_legend(task: Task) -> str:

@@ -1,0 +1,227 @@
+"""Data for any task (issue 13): both .npz layouts, the task inferred or checked, inspect, generate_task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from helpers import assert_clean_failure, cli_in_process
+
+from ablate.data import generate, generate_task, infer_task, inspect_npz, load_npz, write_npz
+from ablate.data.infer import label_ranges
+from ablate.data.loader import check_header, from_arrays
+from ablate.errors import DataError, SpecError
+from ablate.task import MARS, Task
+
+REAL = Path(__file__).parents[1].parent / "shared/data/mars_ai4mars_64x128.npz"
+RGB7 = Task(height=48, width=96, channels=3, classes=["void", "grass", "road", "water", "building", "tree", "car"],
+            ignore_label=255)
+GREY3 = Task(height=32, width=48, channels=1, classes=["sky", "sea", "land"], ignore_label=None)
+
+
+def _save(path: Path, **arrays: np.ndarray) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+# ---------------------------------------------------------------- layouts
+
+
+def test_course_and_separate_layouts_load_to_the_same_arrays(tmp_path: Path) -> None:
+    train = generate(12, seed=3)["training_set"]
+    course = load_npz(_save(tmp_path / "c.npz", training_set=train, test_set=train[:3, 0]))
+    for i, images in enumerate((train[:, 0], train[:, 0, ..., None], train[:, 0] / 255.0)):
+        sep = load_npz(_save(tmp_path / f"s{i}.npz", images=images, masks=train[:, 1], test_images=images[:3]))
+        np.testing.assert_allclose(sep.images, course.images, atol=1e-6)
+        assert np.array_equal(sep.masks, course.masks)
+        assert sep.test_images is not None and sep.test_images.shape == (3, 64, 128, 1)
+        assert sep.task == GREY_OF(64, 128, int(train[:, 1].max()) + 1)  # only the course layout is read as Mars
+    assert course.task is MARS and course.images.dtype == np.float32 and course.masks.dtype == np.uint8
+    assert load_npz(tmp_path / "s0.npz", task=MARS).task is MARS  # a given task is kept
+
+
+def GREY_OF(h: int, w: int, k: int) -> Task:  # noqa: N802 - reads like the tasks above
+    return Task(height=h, width=w, channels=1, classes=[f"class_{i}" for i in range(k)], ignore_label=None)
+
+
+def test_rgb_separate_layout(tmp_path: Path) -> None:
+    arrays = generate_task(RGB7, 20, n_test=4, seed=1)
+    data = load_npz(_save(tmp_path / "rgb.npz", **arrays, groups=np.arange(20) // 2), task=RGB7)
+    assert data.images.shape == (20, 48, 96, 3) and data.images.dtype == np.float32
+    assert data.test_images is not None and data.test_images.shape == (4, 48, 96, 3)
+    assert 0.0 <= data.images.min() and data.images.max() <= 1.0
+    np.testing.assert_allclose(data.images * 255, arrays["images"], atol=1e-3)
+    assert data.task is RGB7 and data.groups is not None and data.groups.tolist()[:4] == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize(("arrays", "match"), [
+    ({"images": np.zeros((4, 8, 8, 2), np.uint8), "masks": np.zeros((4, 8, 8), np.uint8)},
+     r"'images' has shape \(4, 8, 8, 2\); expected \(N, H, W\) grey or \(N, H, W, C\) images with C 1 \(grey\) or 3"),
+    ({"images": np.zeros((4, 8, 8), np.uint8), "masks": np.zeros((4, 8, 9), np.uint8)},
+     r"'masks' has shape \(4, 8, 9\); expected \(4, 8, 8\)"),
+    ({"images": np.zeros((4, 8, 8, 3), np.uint8), "masks": np.zeros((4, 8, 8), np.uint8),
+      "test_images": np.zeros((2, 8, 8), np.uint8)}, r"'test_images' has shape \(2, 8, 8\); expected \(M, 8, 8, 3\)"),
+    ({"images": np.zeros((4, 8, 8), np.uint8)}, r"no 'training_set' array \(found keys: \['images'\]\); expected "
+                                                r"the course layout .* or separate 'images' and 'masks' arrays"),
+    ({"images": np.zeros((0, 8, 8), np.uint8), "masks": np.zeros((0, 8, 8), np.uint8)}, "'images' is empty"),
+])
+def test_separate_layout_errors_are_one_line(tmp_path: Path, arrays: dict[str, np.ndarray], match: str) -> None:
+    path = _save(tmp_path / "bad.npz", **arrays)
+    for check in (load_npz, check_header):
+        with pytest.raises(DataError, match=match) as info:
+            check(path)
+        assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- inference
+
+
+def test_inference_rgb_seven_classes_with_255() -> None:
+    arrays = generate_task(RGB7, 30, seed=0)
+    task = from_arrays(arrays, "x.npz", "f").task
+    assert task.input_shape == (48, 96, 3) and task.num_classes == 7 and task.ignore_label == 255
+    assert task.classes == [f"class_{i}" for i in range(7)] and task.scored_ids == tuple(range(7))
+
+
+def test_inference_without_ignore_and_at_least_two_classes() -> None:
+    arrays = generate_task(GREY3, 12, seed=0)
+    assert from_arrays(arrays, "x", "f").task == GREY_OF(32, 48, 3)
+    one = {"images": arrays["images"], "masks": np.zeros_like(arrays["masks"])}
+    assert from_arrays(one, "x", "f").task == GREY_OF(32, 48, 2)
+    assert infer_task(8, 8, 1, {0, 3, 255}).classes == ["class_0", "class_1", "class_2", "class_3"]
+
+
+def test_inference_is_mars_only_for_the_course_file_at_its_size() -> None:
+    train = generate(8, seed=0)["training_set"]
+    assert from_arrays({"training_set": train}, "x", "f").task is MARS
+    k = int(train[:, 1, :, :64].max()) + 1
+    assert from_arrays({"training_set": train[..., :64]}, "x", "f").task == GREY_OF(64, 64, max(k, 2))
+    beyond = train.copy()
+    beyond[0, 1, 0, 0] = 6
+    assert from_arrays({"training_set": beyond}, "x", "f").task == GREY_OF(64, 128, 7)
+
+
+def test_a_limit_does_not_change_the_inferred_task() -> None:
+    arrays = generate_task(GREY3, 10, seed=0)
+    arrays["masks"][:5] = 0
+    arrays["masks"][9, 0, 0] = 255  # only past the limit
+    data = from_arrays(arrays, "x", "f", limit=5)
+    assert len(data.masks) == 5 and data.task.ignore_label == 255 and data.task.num_classes == 3
+
+
+@pytest.mark.skipif(not REAL.is_file(), reason=f"real data file not found at {REAL}")
+def test_the_real_mars_file_infers_mars() -> None:
+    assert load_npz(REAL, limit=50).task is MARS
+    check_header(REAL, task=MARS)
+
+
+# ---------------------------------------------------------------- checks against a given task
+
+
+@pytest.mark.parametrize(("task", "arrays", "match"), [
+    (RGB7, lambda: generate_task(RGB7.model_copy(update={"height": 32}), 4),
+     r"'images' are 32x96 \(shape \(4, 32, 96, 3\)\); the task expects 48x96 images: resize them .*--size 48x96"),
+    (RGB7, lambda: generate_task(GREY3.model_copy(update={"height": 48, "width": 96}), 4),
+     r"'images' have 1 \(grey\) channels .*; the task expects 3 \(RGB\)"),
+    (GREY3, lambda: generate_task(RGB7.model_copy(update={"height": 32, "width": 48}), 4),
+     r"'images' have 3 \(RGB\) channels .*; the task expects 1 \(grey\)"),
+    (GREY3, lambda: {**generate_task(GREY3, 4), "masks": np.full((4, 32, 48), 5, np.uint8)},
+     r"Masks in 'masks' hold labels \[5\] outside 0-2, the task's labels; expected 0 sky, 1 sea, 2 land\."),
+    (RGB7, lambda: {**generate_task(RGB7, 4), "masks": np.full((4, 48, 96), 9, np.uint8)},
+     r"labels \[9\] outside 0-6 and 255, .* 5 tree, 6 car, 255 ignored\."),
+    (RGB7, lambda: {"training_set": generate(4, 0)["training_set"]},
+     r"'training_set' holds grey image/mask pairs .* the task expects 3 channels"),
+    (MARS, lambda: {"training_set": generate(4, 0)["training_set"][..., :96]},
+     r"'training_set' has shape \(4, 2, 64, 96\); expected \(N, 2, 64, 128\) for the task's 64x128x1 input"),
+])
+def test_checks_against_a_given_task_are_one_line(tmp_path: Path, task: Task, arrays, match: str) -> None:
+    path = _save(tmp_path / "d.npz", **arrays())
+    with pytest.raises(DataError, match=match) as info:
+        load_npz(path, task=task)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+    if "labels" not in match:  # shapes and channels are known from the headers alone
+        with pytest.raises(DataError, match=match):
+            check_header(path, task=task)
+
+
+def test_label_ranges() -> None:
+    assert label_ranges([0, 1, 2, 3, 4]) == "0-4"
+    assert label_ranges([255, 0, 1, 2]) == "0-2 and 255"
+    assert label_ranges([1, 3, 4]) == "1, 3 and 4" and label_ranges([]) == ""
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def test_inspect_prints_the_inferred_task_and_shares_by_name(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = _save(tmp_path / "rgb.npz", **generate_task(RGB7, 12, seed=0))
+    info = inspect_npz(path)
+    assert set(info["class_shares"]) == {*map(str, range(7)), "255"} and info["task"]["ignore_label"] == 255
+    assert abs(sum(info["class_shares"].values()) - 1) < 1e-9
+    code, out, _ = cli_in_process(["data", "inspect", str(path)], capsys)
+    assert code == 0
+    assert "task: 48x96x3, 7 classes (class_0, class_1, class_2, class_3, class_4, class_5, class_6), ignore " \
+           "label 255, scored: class_0" in out
+    assert "6 class 6 " in out and "255 ignored " in out
+    task_file = tmp_path / "task.yaml"
+    task_file.write_text(yaml.safe_dump({"name": "a spec", "task": RGB7.to_dict()}))
+    code, out, _ = cli_in_process(["data", "inspect", str(path), "--task", str(task_file)], capsys)
+    assert code == 0 and f"task: {RGB7.describe()}" in out and "6 car " in out
+
+
+def test_inspect_against_another_task_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_npz(tmp_path / "mars.npz", generate(6, 0))
+    task_file = tmp_path / "t.json"
+    task_file.write_text(RGB7.to_json())
+    code, _, err = cli_in_process(["data", "inspect", str(path), "--task", str(task_file)], capsys)
+    assert_clean_failure(code, err, r"'training_set' holds grey image/mask pairs")
+    task_file.write_text('{"height": 3}')
+    code, _, err = cli_in_process(["data", "inspect", str(path), "--task", str(task_file)], capsys)
+    assert_clean_failure(code, err, r"Invalid task in '.*t\.json'\.height: .*greater than or equal to 4")
+
+
+# ---------------------------------------------------------------- generate_task
+
+
+@pytest.mark.parametrize("task", [RGB7, GREY3, MARS], ids=["rgb7", "grey3", "mars"])
+def test_generate_task_shapes_labels_and_determinism(task: Task) -> None:
+    arrays = generate_task(task, 24, n_test=3, seed=5)
+    shape = (24, task.height, task.width) + ((3,) if task.channels == 3 else ())
+    assert arrays["images"].shape == shape and arrays["images"].dtype == np.uint8
+    assert arrays["test_images"].shape == (3, *shape[1:]) and arrays["masks"].shape == shape[:3]
+    present = set(np.unique(arrays["masks"]).tolist())
+    assert present == set(task.valid_labels)  # every class, and 255 where it is the ignore label
+    again = generate_task(task, 24, n_test=3, seed=5)
+    assert all(np.array_equal(arrays[k], again[k]) for k in arrays)
+    assert not np.array_equal(arrays["images"], generate_task(task, 24, seed=6)["images"])
+    assert from_arrays(arrays, "x", "f", task=task).task is task
+
+
+def test_generate_task_classes_look_different() -> None:
+    arrays = generate_task(RGB7, 30, seed=0)
+    colours = np.stack([arrays["images"][arrays["masks"] == k].mean(axis=0) for k in range(7)])
+    gaps = np.linalg.norm(colours[:, None] - colours[None], axis=-1)[~np.eye(7, dtype=bool)]
+    assert gaps.min() > 15  # 0-255 scale: a tiny model separates them
+    with pytest.raises(DataError, match="n must be an integer >= 1"):
+        generate_task(RGB7, 0)
+    with pytest.raises(DataError, match="needs an ablate.task.Task"):
+        generate_task({"height": 8}, 4)  # type: ignore[arg-type]
+
+
+def test_synth_cli_for_a_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    task_file = tmp_path / "grey.json"
+    task_file.write_text(GREY3.to_json())
+    out = tmp_path / "g.npz"
+    code, text, _ = cli_in_process(["data", "synth", "--task", str(task_file), "--out", str(out), "--n", "10",
+                                    "--n-test", "2"], capsys)
+    assert code == 0 and GREY3.describe() in text
+    data = load_npz(out, task=GREY3)
+    assert data.images.shape == (10, 32, 48, 1) and data.test_images is not None
+    task_file.write_text("classes: [a]")
+    with pytest.raises(SpecError, match="classes"):
+        from ablate.data.infer import task_from_file
+
+        task_from_file(task_file)
