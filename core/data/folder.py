@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,6 +36,7 @@ SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 _SHOWN = 5  # unpaired file names named in a message
 _PROGRESS_FROM = 200  # files: a progress bar on folders at least this long
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class _Reader:
         return np.asarray(Image.fromarray(arr).resize((w, h), method))
 
 
-def _read(path: Path, convert: Callable[[Any], np.ndarray]) -> np.ndarray:
+def _read(path: Path, convert: Callable[[Any], _T]) -> _T:
     """``convert`` applied to the opened image; an unreadable file is a one-line DataError."""
     from PIL import Image, UnidentifiedImageError
 

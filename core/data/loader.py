@@ -25,6 +25,7 @@ import numpy as np
 
 from ablate.data import npz
 from ablate.data.infer import infer_task, label_legend, label_ranges
+from ablate.data.layout import COURSE_KEYS, DATA_KEYS, LAYOUT_HINT, layout_keys, split_layout
 from ablate.errors import DataError
 from ablate.task import MARS, MARS_CLASSES, Task
 
@@ -112,23 +113,6 @@ def data_identity(path: str | os.PathLike[str]) -> str:
         return f"unreadable:{os.path.abspath(path)}"
 
 
-COURSE_KEYS = ("training_set", "test_set", "groups")  # the course layout's arrays; others are not read
-SEPARATE_KEYS = ("images", "masks", "test_images", "groups")  # the separate layout's
-DATA_KEYS = (*COURSE_KEYS, "images", "masks", "test_images")
-_LAYOUT_HINT = ("expected the course layout ('training_set' of (N, 2, H, W) image/mask pairs) or separate "
-                "'images' and 'masks' arrays")
-
-
-def layout_keys(found: Sequence[str], path: str | os.PathLike[str]) -> tuple[str, ...]:
-    """The arrays of the file's layout: the course layout's when it has ``training_set``, else the
-    separate layout's when it has ``images`` and ``masks``; a DataError naming the keys otherwise."""
-    if "training_set" in found:
-        return COURSE_KEYS
-    if "images" in found and "masks" in found:
-        return SEPARATE_KEYS
-    raise DataError(f"'{path}' has no 'training_set' array (found keys: {sorted(found)[:10]}); {_LAYOUT_HINT}.")
-
-
 def read_arrays(path: str | os.PathLike[str], keys: Sequence[str] | None = DATA_KEYS) -> dict[str, np.ndarray]:
     """Read the arrays of the file's layout (those among ``keys``; None reads every array).
 
@@ -150,7 +134,7 @@ def read_arrays(path: str | os.PathLike[str], keys: Sequence[str] | None = DATA_
     layout = layout_keys(npz.array_keys(path), path)
     required = layout[:1] if layout == COURSE_KEYS else layout[:2]
     wanted = None if keys is None else [k for k in keys if k in layout]
-    return npz.read_arrays(path, wanted, required=required, hint=_LAYOUT_HINT)
+    return npz.read_arrays(path, wanted, required=required, hint=LAYOUT_HINT)
 
 
 def check_header(path: str | os.PathLike[str], task: Task | None = None) -> None:
@@ -166,96 +150,11 @@ def check_header(path: str | os.PathLike[str], task: Task | None = None) -> None
             names, shapes or dtypes (or a size or channel count other than the task's).
     """
     found = npz.array_keys(path)
-    members = {key: npz.open_member(path, key, _LAYOUT_HINT) for key in layout_keys(found, path) if key in found}
+    members = {key: npz.open_member(path, key, LAYOUT_HINT) for key in layout_keys(found, path) if key in found}
     # Zero-byte views with each header's shape and dtype, so that the loader's own checks (and messages) apply.
     views = {key: np.broadcast_to(np.zeros((), m.dtype), m.shape) for key, m in members.items()}
-    parts = _parts(views, str(path), task)
+    parts = split_layout(views, str(path), task)
     _read_groups(views, len(parts.images))
-
-
-@dataclass(frozen=True)
-class _Parts:
-    """The raw arrays of either layout, shapes checked; ``names`` are what messages call them."""
-
-    images: np.ndarray  # (N, H, W) or (N, H, W, C)
-    masks: np.ndarray  # (N, H, W)
-    test: np.ndarray | None
-    names: tuple[str, str, str]  # images, masks, test
-    course: bool
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of the images."""
-        h, w = self.images.shape[1:3]
-        return h, w, 1 if self.images.ndim == 3 else self.images.shape[3]
-
-
-def _parts(arrays: dict[str, np.ndarray], path: str, task: Task | None) -> _Parts:
-    layout_keys(list(arrays), path)
-    parts = _course(arrays, task) if "training_set" in arrays else _separate(arrays, task)
-    for arr, name in ((parts.images, parts.names[0]), (parts.test, parts.names[2])):
-        if arr is not None and arr.dtype.kind not in "uif":
-            raise DataError(f"'{name.split()[0]}' has dtype {arr.dtype}; expected uint8 or float images.")
-    return parts
-
-
-def _course(arrays: dict[str, np.ndarray], task: Task | None) -> _Parts:
-    train = arrays["training_set"]
-    if task is not None and task.channels != 1:
-        raise DataError(f"'training_set' holds grey image/mask pairs (the course layout) but the task expects "
-                        f"{task.channels} channels; give RGB data as 'images' (N, H, W, 3) and 'masks' arrays.")
-    if task is None:
-        expected = "(N, 2, 64, 128) for the course's Mars data, or (N, 2, H, W) for grey H x W images"
-        ok = train.ndim == 4 and train.shape[1] == 2
-    else:
-        expected = f"(N, 2, {task.height}, {task.width}) for the task's {task.height}x{task.width}x1 input"
-        ok = train.shape[1:] == (2, task.height, task.width)
-    if not ok:
-        raise DataError(f"'training_set' has shape {train.shape}; expected {expected}.")
-    _nonempty(train, "training_set")
-    test = arrays.get("test_set")
-    if test is not None:
-        if test.shape[1:] != train.shape[2:] or test.ndim != 3:
-            raise DataError(f"'test_set' has shape {test.shape}; expected (M, {train.shape[2]}, {train.shape[3]}) "
-                            "images of the training images' size.")
-        _nonempty(test, "test_set")
-    return _Parts(train[:, 0], train[:, 1], test, ("training_set images", "training_set", "test_set"), True)
-
-
-def _channels(arr: np.ndarray) -> int | None:
-    """1 or 3 for (N, H, W) or (N, H, W, 1|3) images; None for any other shape."""
-    if arr.ndim == 3:
-        return 1
-    return int(arr.shape[3]) if arr.ndim == 4 and arr.shape[3] in (1, 3) else None
-
-
-def _separate(arrays: dict[str, np.ndarray], task: Task | None) -> _Parts:
-    images, masks, test = arrays["images"], arrays["masks"], arrays.get("test_images")
-    channels = _channels(images)
-    if channels is None:
-        raise DataError(f"'images' has shape {images.shape}; expected (N, H, W) grey or (N, H, W, C) images "
-                        "with C 1 (grey) or 3 (RGB).")
-    _nonempty(images, "images")
-    h, w = images.shape[1:3]
-    if masks.shape != images.shape[:3]:
-        raise DataError(f"'masks' has shape {masks.shape}; expected {images.shape[:3]}: one (H, W) label image per "
-                        "image in 'images'.")
-    if test is not None:
-        if _channels(test) != channels or test.shape[1:3] != (h, w):
-            rgb = ", 3" if channels == 3 else ""
-            raise DataError(f"'test_images' has shape {test.shape}; expected (M, {h}, {w}{rgb}) images of the "
-                            "training images' size and channels.")
-        _nonempty(test, "test_images")
-    if task is not None and (h, w) != (task.height, task.width):
-        raise DataError(f"'images' are {h}x{w} (shape {images.shape}); the task expects {task.height}x{task.width} "
-                        f"images: resize them (ablate data import-folder --size {task.height}x{task.width}) or set "
-                        "the task's height and width.")
-    if task is not None and channels != task.channels:
-        kinds = {1: "1 (grey)", 3: "3 (RGB)"}
-        raise DataError(f"'images' have {kinds[channels]} channels (shape {images.shape}); the task expects "
-                        f"{kinds[task.channels]}: convert them (ablate data import-folder --grey/--rgb) or set "
-                        "task.channels.")
-    return _Parts(images, masks, test, ("images", "masks", "test_images"), False)
 
 
 def _check_images(arr: np.ndarray, name: str) -> float:
@@ -332,11 +231,6 @@ def _to_masks(arr: np.ndarray, name: str, task: Task | None) -> tuple[np.ndarray
     return out, counts
 
 
-def _nonempty(arr: np.ndarray, name: str) -> None:
-    if arr.shape[0] == 0:
-        raise DataError(f"'{name}' is empty (shape {arr.shape}); expected at least one entry.")
-
-
 def _read_groups(arrays: dict[str, np.ndarray], n: int) -> np.ndarray | None:
     if "groups" not in arrays:
         return None
@@ -358,7 +252,7 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, fingerprint: str, limi
     Raises:
         DataError: a key is missing, or an array has the wrong shape, dtype or values (for the task).
     """
-    parts = _parts(arrays, path, task)
+    parts = split_layout(arrays, path, task)
     groups = _read_groups(arrays, len(parts.images))
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise DataError(f"limit must be a positive integer or None; got {limit!r}.")
