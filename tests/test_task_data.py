@@ -225,3 +225,15 @@ def test_synth_cli_for_a_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         from ablate.data.infer import task_from_file
 
         task_from_file(task_file)
+
+
+def test_clean_reads_the_separate_layout_and_keeps_test_images(tmp_path: Path) -> None:
+    from ablate.data import clean_npz
+
+    arrays = generate_task(RGB7, 12, n_test=12, seed=2)  # as many test images as pairs: they must not be cut
+    arrays["masks"][[2, 5, 7, 9]] = arrays["masks"][0]  # one intricate mask on five unrelated RGB images
+    src = _save(tmp_path / "in.npz", **arrays)
+    report = clean_npz(src, tmp_path / "out.npz", tmp_path / "r.json")
+    assert report.removed == [0, 2, 5, 7, 9]
+    with np.load(tmp_path / "out.npz") as out:
+        assert out["images"].shape == (7, 48, 96, 3) and out["test_images"].shape == (12, 48, 96, 3)

@@ -74,10 +74,10 @@ def count_distinct(images: np.ndarray, tol: float = NEAR_DUPLICATE_TOL) -> int:
     return len(reps)
 
 
-def _judge(mask: np.ndarray, distinct: int, min_group: int) -> tuple[bool, str]:
+def _judge(mask: np.ndarray, distinct: int, min_group: int, ignore_label: int | None = 0) -> tuple[bool, str]:
     """Decide whether a group of identical masks is an outlier group; return (outlier, reason)."""
     labels = np.unique(mask)
-    terrain = int((labels > 0).sum())
+    terrain = int((labels != ignore_label).sum())  # labelled classes (Mars: every class but 0, unlabelled)
     boundary = boundary_length(mask)
     perimeter = 2 * (mask.shape[0] + mask.shape[1])
     if len(labels) == 1:
@@ -93,7 +93,8 @@ def _judge(mask: np.ndarray, distinct: int, min_group: int) -> tuple[bool, str]:
 
 
 def find_outliers(
-    masks: np.ndarray, min_group: int = 3, *, images: np.ndarray | None = None, tol: float = NEAR_DUPLICATE_TOL
+    masks: np.ndarray, min_group: int = 3, *, images: np.ndarray | None = None, tol: float = NEAR_DUPLICATE_TOL,
+    ignore_label: int | None = 0,
 ) -> CleanReport:
     """Find training pairs whose mask is one intricate mask shared by many unrelated images.
 
@@ -102,6 +103,8 @@ def find_outliers(
         min_group: smallest number of identical masks (and of distinct images) that counts.
         images: optional (N, H, W[, C]) images; without them every image is taken as distinct.
         tol: near-duplicate threshold on the mean absolute difference of pooled [0, 1] images.
+        ignore_label: the unlabelled value, which a mask may repeat freely (the Mars task's 0;
+            ``task.ignore_label`` for another task, None when every label is a class).
 
     Returns:
         A :class:`CleanReport` listing the removed indices and every group of >= ``min_group``
@@ -124,7 +127,7 @@ def find_outliers(
         if len(idx) < min_group:
             continue
         distinct = len(idx) if images is None else count_distinct(images[idx], tol)
-        outlier, reason = _judge(masks[idx[0]], distinct, min_group)
+        outlier, reason = _judge(masks[idx[0]], distinct, min_group, ignore_label)
         labels = np.unique(masks[idx[0]])
         groups.append(
             {
@@ -132,7 +135,7 @@ def find_outliers(
                 "size": len(idx),
                 "indices": idx,
                 "classes": [int(c) for c in labels],
-                "terrain_classes": int((labels > 0).sum()),
+                "terrain_classes": int((labels != ignore_label).sum()),
                 "boundary": boundary_length(masks[idx[0]]),
                 "distinct_images": distinct,
                 "outlier": outlier,
@@ -168,7 +171,7 @@ def clean_npz(
     arrays = read_arrays(in_path, keys=None)  # every array: the cleaned file keeps the others unchanged
     fingerprint = file_fingerprint(in_path)
     data = from_arrays(arrays, str(in_path), fingerprint)
-    report = find_outliers(data.masks, min_group, images=data.images)
+    report = find_outliers(data.masks, min_group, images=data.images, ignore_label=data.task.ignore_label)
     n = len(data.masks)
     keep = np.setdiff1d(np.arange(n), np.asarray(report.removed, dtype=np.int64))
     per_pair = {k for k, v in arrays.items() if k not in ("test_set", "test_images") and v.ndim and v.shape[0] == n}

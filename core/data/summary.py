@@ -41,7 +41,7 @@ def inspect_npz(path: str | os.PathLike[str], min_group: int = 3, task: Task | N
     labels = data.task.valid_labels
     counts = np.bincount(data.masks.ravel(), minlength=256)[list(labels)]
     labels_per_mask = np.array([len(np.unique(m)) for m in data.masks])
-    report = find_outliers(data.masks, min_group, images=data.images)
+    report = find_outliers(data.masks, min_group, images=data.images, ignore_label=data.task.ignore_label)
     return {
         "path": str(path),
         "fingerprint": fingerprint,
