@@ -32,6 +32,7 @@ import importlib
 import inspect
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -74,6 +75,9 @@ class EntrySchema:
         nested: arguments whose values are block configs of another registry (by registry key).
         ignored_with: ``{key: other keys}`` the component ignores when ``key`` is set.
         summary: the first line of its docstring.
+        registries: the live registry of each ``nested`` key, where the entry declares its schema
+            (a model builder: its slots may come from a registry outside ``ALL_REGISTRIES``); not
+            part of the manifest.
     """
 
     params: frozenset[str]
@@ -81,6 +85,7 @@ class EntrySchema:
     nested: dict[str, str] = field(default_factory=dict)
     ignored_with: dict[str, tuple[str, ...]] = field(default_factory=dict)
     summary: str = ""
+    registries: Mapping[str, Registry] = field(default_factory=dict, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -209,6 +214,9 @@ class Registry:
 
     def _live_schema(self, name: str) -> EntrySchema:
         target = self._entries[name]
+        declared = getattr(target, "entry_schema", None)  # a builder that declares its keys (ModelBuilder)
+        if declared is not None:
+            return declared()  # type: ignore[no-any-return]
         doc = inspect.getdoc(target) or ""
         return EntrySchema(
             params=frozenset(_accepted_params(target)),
@@ -278,7 +286,8 @@ class Registry:
                     f"Allowed keys: {', '.join(allowed) or '(none)'}."
                 )
             _check_scalar(f"{where}.{key}", value, defaults.get(key, inspect.Parameter.empty))
-            sub = self._nested.get(name, {}).get(key) or _VALIDATORS.get(schema.nested.get(key, ""))
+            sub = (self._nested.get(name, {}).get(key) or schema.registries.get(key)
+                   or _VALIDATORS.get(schema.nested.get(key, "")))
             if sub is not None:
                 if isinstance(value, list):
                     for i, item in enumerate(value):
@@ -306,6 +315,10 @@ class Registry:
     def summary(self, name: str) -> str:
         """First line of the docstring of a registered component."""
         return self.schema(name).summary
+
+    def takes(self, config: Mapping[str, Any] | str, arg: str) -> bool:
+        """Whether the block ``config`` names accepts ``arg`` (e.g. ``drop_path``), from its schema."""
+        return arg in self.params(self.split(config)[0])
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries or (not loaded() and name in _manifest().get(self.key, {}))
@@ -409,3 +422,159 @@ LOSS_TERMS = _LossTerms("loss term", key="loss_terms")
 # Every registry a manifest entry's ``nested`` key may name (the component registries, and the
 # loss terms' validator).
 _VALIDATORS: dict[str, Registry] = {**ALL_REGISTRIES, LOSS_TERMS.key: LOSS_TERMS}
+
+
+# --- the model schema: one declaration of a U-Net branch's slots ------------------------------
+#
+# Every U-Net branch (the ``unet`` model, the local and global branches of ``coarse_fine``) is
+# configured by the scalars and slots of ``BRANCH``. The builder (``ablate.models.unet``), the
+# spec's validation (each builder's ``entry_schema``), the study space, ``ablate blocks`` and the
+# tests read this one declaration: a new kind of slot is one ``Slot`` line plus its registry and
+# blocks. A slot's ``role`` says where the builder puts its block:
+
+STAGE = "stage"  # the block of every encoder and decoder stage, at the stage's width
+AFTER_STAGE = "after_stage"  # a layer after every stage's block, at the stage's width (any number of slots)
+BOTTOM = "bottom"  # the bottleneck, on the coarsest map
+UP = "up"  # the up-sampling of every decoder step
+MERGE = "merge"  # joins the up-sampled feature and the encoder's skipped one
+POLICY = "policy"  # built once per branch: kernel penalty, dropout after stages, drop-path rate
+ROLES = (STAGE, AFTER_STAGE, BOTTOM, UP, MERGE, POLICY)
+SINGLE_ROLES = (STAGE, BOTTOM, UP, MERGE, POLICY)  # exactly one slot each
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One block slot of a branch.
+
+    Args:
+        key: the spec key (``model.skip``).
+        registry: where its blocks are registered.
+        role: where the builder puts the block (``STAGE``, ``AFTER_STAGE``, ...).
+        default: the block used when the spec leaves the slot out; None: no block.
+        required: the spec must set the slot (no default).
+    """
+
+    key: str
+    registry: Registry
+    role: str
+    default: Mapping[str, Any] | None = None
+    required: bool = False
+
+    def resolve(self, config: Mapping[str, Any], where: str) -> Mapping[str, Any] | str | None:
+        """The slot's block config in the branch section ``config`` (at ``where``), default filled in."""
+        value = config.get(self.key)
+        if value is not None:
+            return value  # type: ignore[no-any-return]
+        if self.required:
+            raise SpecError(f"{where}.{self.key}: required; expected a block, one of {', '.join(self.choices())} "
+                            f"(e.g. {{type: {self.choices()[0] if self.choices() else '...'}}}).")
+        return None if self.default is None else dict(self.default)
+
+    def choices(self) -> list[str]:
+        """The block names a spec may give this slot."""
+        return self.registry.names()
+
+    def describe(self) -> str:
+        """One line for ``ablate blocks``: role, default and choices."""
+        default = "required" if self.required else f"default {self.default['type']}" if self.default else "optional"
+        return f"{self.registry.kind}, {self.role}, {default}: {', '.join(self.choices())}"
+
+
+class BranchSchema:
+    """The scalars and block slots of one U-Net branch (``BRANCH``), and the entry schemas built from them.
+
+    Example:
+        >>> BRANCH.slot("skip").choices()
+        ['add', 'attention', 'concat', ...]
+        >>> with BRANCH.added(Slot("norm", NORMS, AFTER_STAGE)): ...  # a new slot kind, for a test
+    """
+
+    def __init__(self, scalars: Mapping[str, Any], slots: Iterable[Slot]) -> None:
+        self.scalars = dict(scalars)  # key -> default
+        self.slots: tuple[Slot, ...] = ()
+        for slot in slots:
+            self.add(slot)
+
+    def add(self, slot: Slot) -> None:
+        """Declares one more slot (its key new, its role known; one slot per single role)."""
+        taken = {s.key for s in self.slots} | set(self.scalars)
+        if slot.key in taken:
+            raise ValueError(f"Duplicate branch slot '{slot.key}'; taken: {', '.join(sorted(taken))}.")
+        if slot.role not in ROLES:
+            raise ValueError(f"Slot '{slot.key}' has role '{slot.role}'; expected one of {', '.join(ROLES)}.")
+        if slot.role in SINGLE_ROLES and self.at(slot.role):
+            raise ValueError(f"Slot '{slot.key}': role '{slot.role}' is taken by '{self.at(slot.role)[0].key}'.")
+        if slot.required and slot.default is not None:
+            raise ValueError(f"Slot '{slot.key}' is required, so it has no default.")
+        self.slots = (*self.slots, slot)
+
+    def remove(self, key: str) -> None:
+        self.slots = tuple(s for s in self.slots if s.key != key)
+
+    @contextmanager
+    def added(self, slot: Slot) -> Iterator[Slot]:
+        """Declares ``slot`` for the duration of a ``with`` block (tests, experiments)."""
+        self.add(slot)
+        try:
+            yield slot
+        finally:
+            self.remove(slot.key)
+
+    def slot(self, key: str) -> Slot:
+        return next(s for s in self.slots if s.key == key)
+
+    def at(self, role: str) -> tuple[Slot, ...]:
+        """The slots of ``role``, in declaration order."""
+        return tuple(s for s in self.slots if s.role == role)
+
+    def registries(self) -> dict[str, Registry]:
+        """Slot key -> the registry of its blocks."""
+        return {s.key: s.registry for s in self.slots}
+
+    def entry_schema(self, summary: str, defaults: Mapping[str, Any] | None = None,
+                     extra: Mapping[str, tuple[Any, Registry | None]] | None = None) -> EntrySchema:
+        """The keys a builder of branches takes: the scalars (``defaults`` override their defaults), every
+        slot (default None: the slot's own default), and the builder's ``extra`` keys (``key: (default,
+        registry of its blocks or None)``)."""
+        extra = dict(extra or {})
+        slots = {s.key: (None, s.registry) for s in self.slots}
+        keys: dict[str, tuple[Any, Registry | None]] = {
+            **{k: (v, None) for k, v in {**self.scalars, **(defaults or {})}.items()}, **slots, **extra}
+        nested = {k: r for k, (_, r) in keys.items() if r is not None}
+        return EntrySchema(
+            params=frozenset(keys),
+            defaults={k: d for k, (d, _) in keys.items()},
+            nested={k: r.key for k, r in nested.items()},
+            summary=summary,
+            registries=nested,
+        )
+
+
+BRANCH = BranchSchema(
+    scalars={"depth": 3, "filters": 16, "width_mult": 1.0},
+    slots=(
+        Slot("conv", CONV_BLOCKS, STAGE, default={"type": "double"}),
+        Slot("skip", SKIPS, MERGE, default={"type": "concat"}),
+        Slot("bottleneck", BOTTLENECKS, BOTTOM, default={"type": "plain"}),
+        Slot("upsample", UPSAMPLERS, UP, default={"type": "transpose"}),
+        Slot("regularizer", REGULARIZERS, POLICY, default={"type": "none"}),
+    ),
+)
+
+
+def model_slots() -> dict[str, Registry]:
+    """Every block slot of a model section, by key: the branch's slots and each builder's own
+    (``fusion``, ``global_branch``), from the registries' schemas (no TensorFlow)."""
+    out: dict[str, Registry] = {}
+    for name in MODELS.names():
+        schema = MODELS.schema(name)
+        for key, registry_key in schema.nested.items():
+            registry = schema.registries.get(key) or _VALIDATORS.get(registry_key)
+            if registry is not None:
+                out.setdefault(key, registry)
+    return {**out, **BRANCH.registries()}
+
+
+def slot_choices() -> dict[str, list[str]]:
+    """Slot key -> the block names a model section may put there (the study space's choices)."""
+    return {key: registry.names() for key, registry in model_slots().items()}

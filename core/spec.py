@@ -319,7 +319,12 @@ def validate(raw: Mapping[str, Any]) -> Spec:
 
 
 def _validate_blocks(spec: Spec) -> None:
-    """Names, keys and value types of every block, from the registries' schemas (no TensorFlow)."""
+    """Names, keys and value types of every block, from the registries' schemas (no TensorFlow).
+
+    The model section's keys and slots are its builder's ``entry_schema`` (``ablate.registry.BRANCH``
+    and the builder's own keys), read from the manifest until TensorFlow is loaded. A builder's own
+    checks, which need its blocks, are ``check_buildable``'s.
+    """
     from ablate import registry as R
 
     R.MODELS.validate(spec.model, where="model")  # num_classes and input_shape: supplied by the task
@@ -334,28 +339,29 @@ def _validate_blocks(spec: Spec) -> None:
         R.AUGMENTATIONS.validate(aug, where=f"augment[{i}]")
 
 
-def check_buildable(spec: Spec) -> None:
-    """The model's own spec-time checks, which instantiate its blocks (this imports TensorFlow).
+def check_buildable(spec: Spec, task: Task | None = None) -> None:
+    """The model builder's own spec-time checks for ``task``, which instantiate its blocks (this imports
+    TensorFlow).
 
     ``validate`` checks what the registries' schemas can say without TensorFlow (names, keys,
     types, ranges), so ``ablate spec`` and ``ablation plan`` start fast. A constructor's own
-    checks (``rates: [0]`` for an ASPP, depth against the input size, a drop-path rate no block
-    takes) need the blocks themselves: every command that trains calls this before its first
-    run (``run_spec``, and campaigns for every arm before queueing), and ``ablate spec --build``
-    on demand. Raises a SpecError naming the block.
+    checks (``rates: [0]`` for an ASPP, a drop-path rate no block takes) and the sizes (every
+    branch's depth against its input, the coarse-fine global branch at its down-sampled size) need
+    the builder (``ModelBuilder.check``): every command that trains calls this before its first run
+    (``run_spec``, and campaigns for every arm before queueing), and ``ablate spec --build`` on
+    demand. Raises a SpecError naming the key. ``task`` None: ``spec.given_task()``, else the Mars task.
 
-    A model section that passed is remembered for this process (a campaign checks every arm
-    before queueing and each run checks again: one check per architecture is enough).
+    A model section that passed for a task is remembered for this process (a campaign checks every
+    arm before queueing and each run checks again: one check per architecture and task is enough).
     """
     from ablate import registry as R
 
-    key = json.dumps(spec.model, sort_keys=True, default=str)
+    task = task or spec.given_task() or MARS
+    key = (json.dumps(spec.model, sort_keys=True, default=str), task.to_json())
     if key in _BUILDABLE:
         return
-    check = getattr(R.MODELS.get(spec.model["type"]), "check_spec", None)
-    if check is not None:
-        check(spec)
+    R.MODELS.get(spec.model["type"])().check(spec.model, task)
     _BUILDABLE.add(key)
 
 
-_BUILDABLE: set[str] = set()  # model sections that passed check_buildable in this process
+_BUILDABLE: set[tuple[str, str]] = set()  # (model section, task) pairs that passed check_buildable in this process

@@ -64,7 +64,7 @@ def test_global_downsample_must_divide_the_input() -> None:
 @pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
 def test_encoder_returns_one_feature_per_scale(depth: int) -> None:
     """The encoder-to-decoder contract: {scale: feature} for scales 1 .. 2**depth."""
-    features = encode(keras.Input((64, 128, 1)), make_branch(depth=depth, filters=2))
+    features = encode(keras.Input((64, 128, 1)), make_branch({"depth": depth, "filters": 2}))
     assert sorted(features) == [2**level for level in range(depth + 1)]
     for scale, feature in features.items():
         assert tuple(feature.shape[1:3]) == (64 // scale, 128 // scale)

@@ -11,7 +11,7 @@ import pytest
 from ablate import load_all
 from ablate.cli.main import main
 from ablate.errors import SpecError
-from ablate.registry import ALL_REGISTRIES, MODELS, SKIPS, Registry
+from ablate.registry import ALL_REGISTRIES, BRANCH, MODELS, SKIPS, Registry
 
 load_all()  # registers every block (a saved model of this project reloads)
 
@@ -163,7 +163,12 @@ def test_ablate_blocks_lists_every_registry_with_one_line_per_block(capsys: pyte
         else:
             assert current is not None, line
             sections[current].append(line)
-    assert list(sections) == list(ALL_REGISTRIES)
+    assert list(sections) == [*ALL_REGISTRIES, "slots"]
+    slots = {line.split()[0]: line for line in sections.pop("slots")}
+    assert list(slots) == [slot.key for slot in BRANCH.slots]
+    for slot in BRANCH.slots:  # the registry, the default block and every choice
+        assert slot.registry.kind in slots[slot.key] and slots[slot.key].endswith(", ".join(slot.choices()))
+        assert f"default {slot.default['type']}" in slots[slot.key]
     for kind, registry in ALL_REGISTRIES.items():
         names = [line.split()[0] for line in sections[kind]]
         assert names == registry.names(), kind

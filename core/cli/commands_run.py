@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also run the model's own checks by instantiating its blocks (loads TensorFlow)")
     p.set_defaults(func=cmd_spec)
 
-    p = sub.add_parser("blocks", help="list every registry and its blocks")
+    p = sub.add_parser("blocks", help="list every registry and its blocks, and the model's slots")
     p.set_defaults(func=cmd_blocks)
 
     p = sub.add_parser("ui", help="MLflow UI over the local store on 127.0.0.1",
@@ -74,12 +74,15 @@ def cmd_spec(args: argparse.Namespace) -> int:
 
 
 def cmd_blocks(args: argparse.Namespace) -> int:
-    from ablate.registry import ALL_REGISTRIES
+    from ablate.registry import ALL_REGISTRIES, BRANCH
 
     for kind, registry in ALL_REGISTRIES.items():
         print(f"{kind}:")
         for name in registry.names():
             print(f"  {name:<16} {registry.summary(name)}")
+    print("slots:")  # every U-Net branch's (model, model.global_branch): registry, role, default, blocks
+    for slot in BRANCH.slots:
+        print(f"  {slot.key:<16} {slot.describe()}")
     return 0
 
 

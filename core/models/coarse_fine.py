@@ -21,15 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 
 from ablate.errors import SpecError
 from ablate.models.unet import (
-    INPUT_SHAPE,
-    NESTED,
     Branch,
+    ModelBuilder,
+    Shaped,
     check_branch,
     check_depth,
     head,
@@ -37,14 +37,12 @@ from ablate.models.unet import (
     run_branch,
     spec_errors,
 )
-from ablate.registry import BRANCHES, FUSIONS, MODELS
-
-# The global branch's kinds (one so far). Not a spec-level registry: it only appears nested
-# under ``model.global_branch``, where the registry validates its keys and blocks.
+from ablate.registry import BRANCH, BRANCHES, FUSIONS, MODELS, EntrySchema, Registry
 
 # Keys of a global branch the spec leaves out: half resolution and one more down-sampling than
 # the local default, so a 64x128 input reaches a 2x4 map (32x coarser) at the global bottleneck.
 GLOBAL_DEFAULTS: dict[str, Any] = {"type": "unet", "downsample": 2, "depth": 4}
+WHERE = "model.global_branch"
 
 
 @dataclass(frozen=True)
@@ -55,15 +53,35 @@ class GlobalBranch:
     downsample: int
 
 
-@BRANCHES.register("unet", nested=NESTED)
-def unet_branch(downsample: int = 2, depth: int = 4, filters: int = 16, width_mult: float = 1.0,
-                conv: dict | None = None, skip: dict | None = None, bottleneck: dict | None = None,
-                regularizer: dict | None = None, upsample: dict | None = None) -> GlobalBranch:
+# The global branch's kinds (one so far). Not a spec-level registry: it only appears nested
+# under ``model.global_branch``, where the registry validates its keys and blocks.
+@BRANCHES.register("unet")
+class GlobalUNet:
     """A simplified U-Net on the image average-pooled by ``downsample`` (the global branch)."""
-    if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
-        raise ValueError(f"downsample must be a positive integer, got {downsample!r}.")
-    return GlobalBranch(make_branch(depth, filters, width_mult, conv, skip, bottleneck, regularizer, upsample),
-                        downsample)
+
+    @classmethod
+    def entry_schema(cls) -> EntrySchema:
+        """``BRANCH``'s scalars (depth 4) and slots, and ``downsample``."""
+        return BRANCH.entry_schema(cls.__doc__.splitlines()[0], defaults={"depth": GLOBAL_DEFAULTS["depth"]},
+                                   extra={"downsample": (GLOBAL_DEFAULTS["downsample"], None)})
+
+    @staticmethod
+    def downsample(config: Mapping[str, Any], height: int, width: int) -> int:
+        """The pooling factor, checked: a positive integer that divides the input size."""
+        downsample = config["downsample"]
+        if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
+            raise SpecError(f"{WHERE}.downsample: expected a positive integer, got {downsample!r}.")
+        check_downsample(downsample, height, width)
+        return downsample
+
+    def check(self, config: Mapping[str, Any], height: int, width: int) -> None:
+        downsample = self.downsample(config, height, width)
+        check_branch(config, WHERE, height // downsample, width // downsample, GLOBAL_DEFAULTS["depth"])
+
+    def resolve(self, config: Mapping[str, Any], height: int, width: int) -> GlobalBranch:
+        downsample = self.downsample(config, height, width)
+        check_depth(config["depth"], height // downsample, width // downsample, where=f"{WHERE}.depth")
+        return GlobalBranch(make_branch(config, WHERE, GLOBAL_DEFAULTS["depth"]), downsample)
 
 
 def global_config(global_branch: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -77,56 +95,42 @@ def global_config(global_branch: Mapping[str, Any] | None) -> dict[str, Any]:
 def check_downsample(downsample: int, height: int, width: int) -> None:
     """Raises a SpecError unless the global branch's pooling factor divides the input size."""
     if height % downsample or width % downsample:
-        raise SpecError(
-            f"model.global_branch.downsample={downsample} must divide the {height}x{width} input (try 2 or 4)."
-        )
+        raise SpecError(f"{WHERE}.downsample={downsample} must divide the {height}x{width} input (try 2 or 4).")
 
 
-@MODELS.register("coarse_fine", nested={**NESTED, "global_branch": BRANCHES, "fusion": FUSIONS})
-def coarse_fine(
-    depth: int = 3,
-    filters: int = 16,
-    width_mult: float = 1.0,
-    conv: dict | None = None,
-    skip: dict | None = None,
-    bottleneck: dict | None = None,
-    regularizer: dict | None = None,
-    upsample: dict | None = None,
-    global_branch: dict | None = None,
-    fusion: dict | None = None,
-    num_classes: int = 5,
-    input_shape: tuple[int, int, int] = INPUT_SHAPE,
-) -> keras.Model:
+def _global(config: Mapping[str, Any]) -> tuple[GlobalUNet, dict[str, Any]]:
+    """The global branch's builder and its config (defaults filled in)."""
+    glob = global_config(config.get("global_branch"))
+    return BRANCHES.get(BRANCHES.split(glob)[0])(), glob
+
+
+@MODELS.register("coarse_fine")
+class CoarseFine(ModelBuilder):
     """Coarse-fine: a full-resolution U-Net and a down-sampled global U-Net, merged by a fusion."""
-    height, width = input_shape[0], input_shape[1]
-    check_depth(depth, height, width)
-    local = make_branch(depth, filters, width_mult, conv, skip, bottleneck, regularizer, upsample)
-    glob = BRANCHES.build(global_config(global_branch))
-    check_downsample(glob.downsample, height, width)
-    check_depth(glob.branch.depth, height // glob.downsample, width // glob.downsample,
-                where="model.global_branch.depth")
-    inputs = keras.Input(shape=input_shape, name="image")
-    fine = run_branch(inputs, local, "l_")
-    small = inputs
-    if glob.downsample > 1:
-        small = keras.layers.AveragePooling2D(glob.downsample, name="g_downsample")(inputs)
-    coarse = run_branch(small, glob.branch, "g_")
-    fused = FUSIONS.build(fusion or {"type": "concat"}, filters=local.width(0),
-                          kernel_regularizer=local.reg.kernel(), name="fusion")([fine, coarse])
-    return keras.Model(inputs, head(fused, num_classes), name="coarse_fine")
 
+    extra: ClassVar[Mapping[str, tuple[Any, Registry | None]]] = {
+        "global_branch": (None, BRANCHES), "fusion": (None, FUSIONS)}
 
-def _check_coarse_fine(spec: Any) -> None:
-    model = spec.model
-    check_branch(model, "model")
-    config = global_config(model.get("global_branch"))
-    with spec_errors("model.global_branch"):
-        downsample = BRANCHES.build({"type": config["type"], "downsample": config["downsample"]}).downsample
-    height, width = INPUT_SHAPE[0], INPUT_SHAPE[1]
-    check_downsample(downsample, height, width)
-    check_branch(config, "model.global_branch", height // downsample, width // downsample, default_depth=4)
-    with spec_errors("model.fusion"):
-        FUSIONS.build(model.get("fusion") or {"type": "concat"}, filters=8, kernel_regularizer=None)
+    def check(self, config: Mapping[str, Any], task: Shaped) -> None:
+        local = check_branch(config, "model", task.height, task.width, self.default_depth)
+        builder, glob = _global(config)
+        builder.check(glob, task.height, task.width)
+        with spec_errors("model.fusion"):
+            FUSIONS.build(config.get("fusion") or {"type": "concat"}, filters=local.width(0),
+                          kernel_regularizer=None)
 
-
-coarse_fine.check_spec = _check_coarse_fine  # type: ignore[attr-defined]
+    def build(self, config: Mapping[str, Any], task: Shaped) -> keras.Model:
+        height, width = task.height, task.width
+        check_depth(config.get("depth", self.default_depth), height, width)
+        local = make_branch(config, "model", self.default_depth)
+        builder, glob_config = _global(config)
+        glob = builder.resolve(glob_config, height, width)
+        inputs = keras.Input(shape=task.input_shape, name="image")
+        fine = run_branch(inputs, local, "l_")
+        small = inputs
+        if glob.downsample > 1:
+            small = keras.layers.AveragePooling2D(glob.downsample, name="g_downsample")(inputs)
+        coarse = run_branch(small, glob.branch, "g_")
+        fused = FUSIONS.build(config.get("fusion") or {"type": "concat"}, filters=local.width(0),
+                              kernel_regularizer=local.reg.kernel(), name="fusion")([fine, coarse])
+        return keras.Model(inputs, head(fused, task.num_classes), name="coarse_fine")

@@ -1,29 +1,70 @@
 """U-Net builder driven by the spec, with an explicit encoder-to-decoder contract.
 
 ``encode`` returns features keyed by their down-sampling factor (1, 2, 4, ...); ``decode``
-consumes only that mapping. Every block is looked up in its registry, so adding a block
-means adding one registered class. A ``Branch`` holds one resolved encoder/bottleneck/decoder
-(depth, widths, block configs, regularizer); the coarse-fine model runs two of them.
+consumes only that mapping. A ``Branch`` holds one resolved encoder/bottleneck/decoder (depth,
+widths, one block config per slot of ``ablate.registry.BRANCH``, the regularizer); the slots'
+roles say where each block goes, so adding a kind of slot is one ``Slot`` line plus its blocks.
+The coarse-fine model runs two branches.
+
+A model builder is a registered ``ModelBuilder`` class: ``entry_schema()`` declares the keys a
+spec may set (the registry validates them), ``check(config, task)`` runs the checks that need
+the blocks themselves (``ablate.spec.check_buildable``), ``build(config, task)`` makes the model.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import keras
 
 from ablate.blocks.regularizers import Regularizer
 from ablate.errors import SpecError
-from ablate.registry import BOTTLENECKS, CONV_BLOCKS, MODELS, REGULARIZERS, SKIPS, UPSAMPLERS, Registry
+from ablate.registry import (
+    AFTER_STAGE,
+    BOTTOM,
+    BRANCH,
+    MERGE,
+    MODELS,
+    POLICY,
+    STAGE,
+    UP,
+    EntrySchema,
+    Registry,
+    Slot,
+)
 from ablate.task import INPUT_SHAPE, MAX_DEPTH, check_depth  # noqa: F401  (re-exported)
 
-# Block parameters of a branch: validated recursively by the registry (unknown keys are named).
-NESTED: dict[str, Registry] = {"conv": CONV_BLOCKS, "skip": SKIPS, "bottleneck": BOTTLENECKS,
-                               "regularizer": REGULARIZERS, "upsample": UPSAMPLERS}
+
+class Shaped(Protocol):
+    """What a builder needs of the task (``ablate.task.Task`` has it): input size and class count."""
+
+    @property
+    def height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def input_shape(self) -> tuple[int, int, int]: ...
+    @property
+    def num_classes(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """An input shape and a class count, for ``build_model``'s keyword arguments."""
+
+    num_classes: int
+    input_shape: tuple[int, int, int]
+
+    @property
+    def height(self) -> int:
+        return self.input_shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.input_shape[1]
 
 
 def stage_filters(filters: int, width_mult: float, level: int) -> int:
@@ -35,61 +76,73 @@ class Branch:
     """One resolved U-Net: what ``encode``, ``bottleneck`` and ``decode`` need.
 
     Example:
-        >>> branch = make_branch(depth=4, filters=8, bottleneck={"type": "aspp"})
+        >>> branch = make_branch({"depth": 4, "filters": 8, "bottleneck": {"type": "aspp"}})
         >>> features = encode(inputs, branch)
     """
 
     depth: int
     filters: int
     width_mult: float
-    conv: Mapping[str, Any]
-    skip: Mapping[str, Any]
-    bottleneck: Mapping[str, Any]
-    upsample: Mapping[str, Any]
+    blocks: Mapping[str, Any]  # slot key -> block config (None: the slot holds no block)
     reg: Regularizer
 
     def width(self, level: int) -> int:
         """Channels of the stage at ``level`` (0: full resolution, ``depth``: the bottleneck)."""
         return stage_filters(self.filters, self.width_mult, level)
 
-    def block(self, registry: Registry, config: Mapping[str, Any], level: int, name: str) -> keras.layers.Layer:
-        """Builds a block of the stage's width with the regularizer's kernel penalty and drop path."""
-        extra: dict[str, Any] = {"filters": self.width(level), "kernel_regularizer": self.reg.kernel(), "name": name}
-        if self.reg.drop_path and "drop_path" not in registry.split(config)[1] and takes(registry, config, "drop_path"):
+    def config(self, role: str) -> Any:
+        """The block config of the single slot of ``role``."""
+        return self.blocks[BRANCH.at(role)[0].key]
+
+    def block(self, slot: Slot, level: int, name: str) -> keras.layers.Layer:
+        """Builds the slot's block at the stage's width with the regularizer's kernel penalty and drop path
+        (each only where the slot's registry supplies it, or the block's constructor takes it)."""
+        registry, config = slot.registry, self.blocks[slot.key]
+        extra: dict[str, Any] = {"name": name}
+        if "filters" in registry.supplied:
+            extra["filters"] = self.width(level)
+        if "kernel_regularizer" in registry.supplied:
+            extra["kernel_regularizer"] = self.reg.kernel()
+        if self.reg.drop_path and "drop_path" not in registry.split(config)[1] and registry.takes(config, "drop_path"):
             extra["drop_path"] = self.reg.drop_path  # a rate set in the block's own config wins
         return registry.build(config, **extra)
 
+    def role_block(self, role: str, level: int, name: str) -> keras.layers.Layer:
+        return self.block(BRANCH.at(role)[0], level, name)
 
-def takes(registry: Registry, config: Mapping[str, Any], arg: str) -> bool:
-    """Whether the constructor of the block ``config`` names accepts ``arg``."""
-    name, _ = registry.split(config)
-    return arg in inspect.signature(registry.get(name)).parameters
+    def stage(self, x: Any, level: int, name: str) -> Any:
+        """One encoder or decoder stage: its block, the after-stage slots' layers, the regularizer's."""
+        x = self.role_block(STAGE, level, name)(x)
+        for slot in BRANCH.at(AFTER_STAGE):
+            if self.blocks.get(slot.key) is not None:
+                x = self.block(slot, level, f"{name}_{slot.key}")(x)
+        layer = self.reg.after_stage(f"{name}_reg")
+        return x if layer is None else layer(x)
 
 
-def make_branch(depth: int = 3, filters: int = 16, width_mult: float = 1.0, conv: dict | None = None,
-                skip: dict | None = None, bottleneck: dict | None = None, regularizer: dict | None = None,
-                upsample: dict | None = None) -> Branch:
-    """Resolves a branch's spec values (None: the plain U-Net default of that block)."""
+def make_branch(config: Mapping[str, Any] | None = None, where: str = "model", default_depth: int = 3) -> Branch:
+    """Resolves a branch section (``model`` or ``model.global_branch``): scalars and every slot of
+    ``BRANCH`` (a slot left out: its default block)."""
+    config = config or {}
+    depth = config.get("depth", default_depth)
+    filters = config.get("filters", BRANCH.scalars["filters"])
+    width_mult = config.get("width_mult", BRANCH.scalars["width_mult"])
     if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
-        raise ValueError(f"filters must be a positive integer, got {filters!r}.")
+        raise SpecError(f"{where}.filters: expected a positive integer, got {filters!r}.")
     if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or width_mult <= 0:
-        raise ValueError(f"width_mult must be a number > 0, got {width_mult!r}.")
-    return Branch(
-        depth=depth, filters=filters, width_mult=float(width_mult),
-        conv=conv or {"type": "double"},
-        skip=skip or {"type": "concat"},
-        bottleneck=bottleneck or {"type": "plain"},
-        upsample=upsample or {"type": "transpose"},
-        reg=REGULARIZERS.build(regularizer or {"type": "none"}),
-    )
+        raise SpecError(f"{where}.width_mult: expected a number > 0, got {width_mult!r}.")
+    blocks = {slot.key: slot.resolve(config, where) for slot in BRANCH.slots}
+    policy = BRANCH.at(POLICY)[0]
+    with spec_errors(f"{where}.{policy.key}"):
+        reg = policy.registry.build(blocks[policy.key])
+    return Branch(depth=depth, filters=filters, width_mult=float(width_mult), blocks=blocks, reg=reg)
 
 
 def encode(x: Any, branch: Branch, name: str = "") -> dict[int, Any]:
     """Runs the encoder; returns ``{scale: feature}`` for scales 1, 2, ..., 2**depth."""
     features: dict[int, Any] = {}
     for level in range(branch.depth):
-        x = branch.block(CONV_BLOCKS, branch.conv, level, f"{name}enc{level}")(x)
-        x = _after_stage(branch.reg, x, f"{name}enc{level}")
+        x = branch.stage(x, level, f"{name}enc{level}")
         features[2**level] = x
         x = keras.layers.MaxPooling2D(2, name=f"{name}pool{level}")(x)
     features[2**branch.depth] = x
@@ -98,18 +151,16 @@ def encode(x: Any, branch: Branch, name: str = "") -> dict[int, Any]:
 
 def bottleneck(features: dict[int, Any], branch: Branch, name: str = "") -> Any:
     """Runs the bottleneck on the coarsest encoder feature."""
-    bottom = 2**branch.depth
-    return branch.block(BOTTLENECKS, branch.bottleneck, branch.depth, f"{name}bottleneck")(features[bottom])
+    return branch.role_block(BOTTOM, branch.depth, f"{name}bottleneck")(features[2**branch.depth])
 
 
 def decode(features: dict[int, Any], bottom: Any, branch: Branch, name: str = "") -> Any:
     """Runs the decoder from the bottleneck output up to scale 1, merging skips."""
     x = bottom
     for level in reversed(range(branch.depth)):
-        x = branch.block(UPSAMPLERS, branch.upsample, level, f"{name}up{level}")(x)
-        x = SKIPS.build(branch.skip, name=f"{name}skip{level}")([x, features[2**level]])
-        x = branch.block(CONV_BLOCKS, branch.conv, level, f"{name}dec{level}")(x)
-        x = _after_stage(branch.reg, x, f"{name}dec{level}")
+        x = branch.role_block(UP, level, f"{name}up{level}")(x)
+        x = branch.role_block(MERGE, level, f"{name}skip{level}")([x, features[2**level]])
+        x = branch.stage(x, level, f"{name}dec{level}")
     return x
 
 
@@ -124,57 +175,23 @@ def head(x: Any, num_classes: int) -> Any:
     return keras.layers.Conv2D(num_classes, 1, activation="softmax", dtype="float32", name="head")(x)
 
 
-def _after_stage(reg: Regularizer, x: Any, name: str) -> Any:
-    layer = reg.after_stage(f"{name}_reg")
-    return x if layer is None else layer(x)
-
-
-@MODELS.register("unet", nested=NESTED)
-def unet(
-    depth: int = 3,
-    filters: int = 16,
-    width_mult: float = 1.0,
-    conv: dict | None = None,
-    skip: dict | None = None,
-    bottleneck: dict | None = None,
-    regularizer: dict | None = None,
-    upsample: dict | None = None,
-    num_classes: int = 5,
-    input_shape: tuple[int, int, int] = INPUT_SHAPE,
-) -> keras.Model:
-    """U-Net: encoder, bottleneck, decoder with skips; softmax over the 5 classes."""
-    check_depth(depth, input_shape[0], input_shape[1])
-    branch = make_branch(depth, filters, width_mult, conv, skip, bottleneck, regularizer, upsample)
-    inputs = keras.Input(shape=input_shape, name="image")
-    return keras.Model(inputs, head(run_branch(inputs, branch), num_classes), name="unet")
-
-
-def check_branch(config: Mapping[str, Any], where: str, height: int = 64, width: int = 128,
-                 default_depth: int = 3) -> None:
-    """Spec-time checks of one branch: depth, widths, and every block's constructor arguments.
+def check_branch(config: Mapping[str, Any], where: str, height: int, width: int, default_depth: int = 3) -> Branch:
+    """Spec-time checks of one branch: depth against its input size, widths, and every slot's block.
 
     Instantiating the blocks (no weights are created) turns a bad value such as ``rates: [0]``
-    into a SpecError naming the block when the spec is loaded, not a crash during the build.
+    into a SpecError naming the slot when the spec is checked, not a crash during the build.
     """
     check_depth(config.get("depth", default_depth), height, width, where=f"{where}.depth")
-    with spec_errors(f"{where}.regularizer"):
-        REGULARIZERS.build(config.get("regularizer") or {"type": "none"})
-    with spec_errors(where):
-        branch = make_branch(**{k: config[k] for k in ("depth", "filters", "width_mult", *NESTED) if k in config})
-    for key, registry, level in (("conv", CONV_BLOCKS, 0), ("bottleneck", BOTTLENECKS, branch.depth),
-                                 ("upsample", UPSAMPLERS, 0)):
-        with spec_errors(f"{where}.{key}"):
-            branch.block(registry, getattr(branch, key), level, f"check_{key}")
-    with spec_errors(f"{where}.skip"):
-        SKIPS.build(branch.skip)
-    check_drop_path(branch, config.get("regularizer") or {"type": "none"}, where)
+    branch = make_branch(config, where, default_depth)
+    for slot in BRANCH.slots:
+        if slot.role != POLICY and branch.blocks[slot.key] is not None:
+            with spec_errors(f"{where}.{slot.key}"):
+                branch.block(slot, branch.depth if slot.role == BOTTOM else 0, f"check_{slot.key}")
+    check_drop_path(branch, where)
+    return branch
 
 
-# The slots whose blocks may take the regularizer's drop-path rate (see ``Branch.block``).
-DROP_PATH_SLOTS: dict[str, Registry] = {"conv": CONV_BLOCKS, "bottleneck": BOTTLENECKS, "upsample": UPSAMPLERS}
-
-
-def check_drop_path(branch: Branch, regularizer: Mapping[str, Any], where: str) -> None:
+def check_drop_path(branch: Branch, where: str) -> None:
     """Raises a SpecError if the regularizer's drop-path rate would reach no block of the branch.
 
     ``Branch.block`` passes the rate only to blocks whose constructor takes ``drop_path`` and
@@ -182,31 +199,66 @@ def check_drop_path(branch: Branch, regularizer: Mapping[str, Any], where: str) 
     """
     if not branch.reg.drop_path:
         return
-    slots = {key: getattr(branch, key) for key in DROP_PATH_SLOTS}
-    if any(takes(DROP_PATH_SLOTS[key], config, "drop_path") and "drop_path" not in config
-           for key, config in slots.items()):
+    slots = [s for s in BRANCH.slots if s.role != POLICY and branch.blocks[s.key] is not None]
+    if any(s.registry.takes(branch.blocks[s.key], "drop_path") and "drop_path" not in s.registry.split(
+            branch.blocks[s.key])[1] for s in slots):
         return
-    used = ", ".join(f"{key} '{DROP_PATH_SLOTS[key].split(config)[0]}'" for key, config in slots.items())
-    takers = "; ".join(f"{key}: {', '.join(names)}" for key, registry in DROP_PATH_SLOTS.items()
-                       if (names := [n for n in registry.names() if "drop_path" in registry.keys(n)]))
+    used = ", ".join(f"{s.key} '{s.registry.split(branch.blocks[s.key])[0]}'" for s in slots)
+    takers = "; ".join(f"{s.key}: {', '.join(names)}" for s in BRANCH.slots
+                       if (names := [n for n in s.registry.names() if "drop_path" in s.registry.keys(n)]))
+    policy = BRANCH.at(POLICY)[0]
     raise SpecError(
-        f"{where}.regularizer (type '{regularizer.get('type')}') has no effect: no block of this branch "
-        f"receives its drop-path rate ({used}; a block's own drop_path wins). "
+        f"{where}.{policy.key} (type '{policy.registry.split(branch.blocks[policy.key])[0]}') has no effect: "
+        f"no block of this branch receives its drop-path rate ({used}; a block's own drop_path wins). "
         f"Blocks that take drop_path: {takers}. Pick one of them or another regularizer."
     )
 
 
 @contextmanager
 def spec_errors(where: str) -> Iterator[None]:
-    """Re-raises a constructor's error (ValueError, TypeError, SpecError) as a SpecError naming ``where``."""
+    """Re-raises a constructor's error (ValueError, TypeError) as a SpecError naming ``where``; a SpecError
+    that already names its place passes unchanged."""
     try:
         yield
-    except (ValueError, TypeError) as e:  # SpecError is a ValueError
+    except SpecError:
+        raise
+    except (ValueError, TypeError) as e:
         raise SpecError(f"{where}: {e}") from None
 
 
-def _check_unet(spec: Any) -> None:
-    check_branch(spec.model, "model")
+class ModelBuilder:
+    """A registered model builder: the keys it takes, its spec-time checks, and the build.
+
+    Subclasses set ``extra`` (their own keys beyond the branch's: ``key -> (default, registry of its
+    blocks or None)``) and ``default_depth``, and implement ``check`` and ``build``.
+    """
+
+    extra: ClassVar[Mapping[str, tuple[Any, Registry | None]]] = {}
+    default_depth: ClassVar[int] = 3
+
+    @classmethod
+    def entry_schema(cls) -> EntrySchema:
+        """What a spec may set on this model: ``BRANCH``'s scalars and slots, and ``extra``."""
+        doc = (cls.__doc__ or "").strip().splitlines()
+        return BRANCH.entry_schema(doc[0] if doc else "", defaults={"depth": cls.default_depth}, extra=cls.extra)
+
+    def check(self, config: Mapping[str, Any], task: Shaped) -> None:
+        """Raises a SpecError naming the key when ``config`` cannot be built for ``task``."""
+        raise NotImplementedError
+
+    def build(self, config: Mapping[str, Any], task: Shaped) -> keras.Model:
+        raise NotImplementedError
 
 
-unet.check_spec = _check_unet  # type: ignore[attr-defined]
+@MODELS.register("unet")
+class UNet(ModelBuilder):
+    """U-Net: encoder, bottleneck, decoder with skips; softmax over the task's classes."""
+
+    def check(self, config: Mapping[str, Any], task: Shaped) -> None:
+        check_branch(config, "model", task.height, task.width, self.default_depth)
+
+    def build(self, config: Mapping[str, Any], task: Shaped) -> keras.Model:
+        check_depth(config.get("depth", self.default_depth), task.height, task.width)
+        branch = make_branch(config, "model", self.default_depth)
+        inputs = keras.Input(shape=task.input_shape, name="image")
+        return keras.Model(inputs, head(run_branch(inputs, branch), task.num_classes), name="unet")

@@ -24,6 +24,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,13 +35,26 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ablate.errors import SpecError
 from ablate.spec import Spec, set_dotted, validate
+from ablate.task import MARS, Task, task_from_dict
 
 SPEC_SECTIONS = tuple(Spec.model_fields)
-CLASSES = ("soil", "bedrock", "sand", "big_rock")
-# Metrics a study may optimise: the best epoch's validation figures and the cost figures of a run.
+CLASSES = MARS.scored_names  # the Mars task's scored classes; a study's own are its task's
+# Metrics a study may optimise: the best epoch's validation figures (val_miou, val_iou_<scored class>)
+# and the cost figures of a run. EPOCH_METRICS and METRICS name the Mars task's.
 EPOCH_METRICS = ("val_miou", *(f"val_iou_{c}" for c in CLASSES))
 COST_METRICS = ("params", "latency_ms_per_image", "flops_per_image", "train_time_s")
 METRICS = (*EPOCH_METRICS, *COST_METRICS)
+_CLASS_METRIC = re.compile(r"^val_iou_[a-z][a-z0-9_]{0,39}$")  # a class name as ablate.task allows it
+
+
+def is_epoch_metric(metric: str) -> bool:
+    """Whether ``metric`` is a per-epoch validation figure: ``val_miou`` or ``val_iou_<class name>``."""
+    return metric == "val_miou" or bool(_CLASS_METRIC.match(metric))
+
+
+def epoch_metrics(task: Task) -> tuple[str, ...]:
+    """The per-epoch metrics a run of ``task`` logs: ``val_miou`` and ``val_iou_<name>`` per scored class."""
+    return ("val_miou", *(f"val_iou_{name}" for name in task.scored_names))
 MISSING = object()  # what get_dotted returns for an absent key
 
 
@@ -131,8 +145,9 @@ class Objective(BaseModel):
 
     @model_validator(mode="after")
     def _known(self) -> Objective:
-        if self.metric not in METRICS:
-            raise ValueError(f"unknown metric '{self.metric}'; expected one of {', '.join(METRICS)}")
+        if self.metric not in COST_METRICS and not is_epoch_metric(self.metric):
+            raise ValueError(f"unknown metric '{self.metric}'; expected val_miou, val_iou_<scored class> "
+                             f"(Mars: {', '.join(EPOCH_METRICS[1:])}) or one of {', '.join(COST_METRICS)}")
         return self
 
 
@@ -163,6 +178,26 @@ class StudyDef:
     n_trials: int
     description: str = ""
     _grid: dict[str, list[Any]] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        """Per-class objectives must name a scored class of the study's task, where the base spec fixes
+        one (its ``task:`` section, or Mars for the synthetic default); a task inferred from the data
+        file is known only when a trial loads it, and a metric it does not log fails that trial."""
+        task = self.task
+        if task is None:
+            return
+        for o in self.objectives:
+            if is_epoch_metric(o.metric) and o.metric not in epoch_metrics(task):
+                raise SpecError(f"objective metric '{o.metric}' is not logged for this study's task; expected one "
+                                f"of {', '.join(epoch_metrics(task) + COST_METRICS)}.")
+
+    @property
+    def task(self) -> Task | None:
+        """The task the base spec fixes (``Spec.given_task``): None when it is inferred from the data file."""
+        raw = self.base.get("task")
+        if raw is not None:
+            return task_from_dict(raw, "base spec task")
+        return MARS if (self.base.get("data") or {}).get("path") is None else None
 
     # --- trial -> spec -------------------------------------------------------------------
 
@@ -197,11 +232,11 @@ class StudyDef:
     def report_metric(self) -> str | None:
         """The per-epoch metric reported to the pruner (single-objective studies only)."""
         first = self.objectives[0].metric
-        return first if len(self.objectives) == 1 and first in EPOCH_METRICS else None
+        return first if len(self.objectives) == 1 and is_epoch_metric(first) else None
 
     def values(self, summary: Mapping[str, float]) -> list[float]:
         """The objective values of a finished run's summary (``ablate.runner.summarize``)."""
-        return [float(summary[f"best_{m}" if m in EPOCH_METRICS else m]) for m in self.metric_names]
+        return [float(summary[f"best_{m}" if is_epoch_metric(m) else m]) for m in self.metric_names]
 
     # --- sampler and pruner ----------------------------------------------------------------
 
@@ -300,15 +335,14 @@ def _retyped(block: Mapping[str, Any], new_type: Any, path: list[str]) -> dict[s
 
 
 def _registry_for(path: list[str]) -> Any:
-    from ablate.registry import ALL_REGISTRIES, AUGMENTATIONS, FUSIONS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
+    from ablate.registry import AUGMENTATIONS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES, model_slots
 
     if len(path) == 1:
         return {"model": MODELS, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}.get(path[0])
     if path[0] == "augment" and len(path) == 2:
         return AUGMENTATIONS
     if path[0] == "model":
-        slots = {k: ALL_REGISTRIES[v] for k, v in MODELS.schema("unet").nested.items()}  # the branch's slots
-        return {**slots, "fusion": FUSIONS}.get(path[-1])
+        return model_slots().get(path[-1])  # the branch's slots and the builders' own (fusion, global_branch)
     return None
 
 
