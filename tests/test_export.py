@@ -35,9 +35,9 @@ from ablate.errors import AblateError
 from ablate.export import ExportError, ExportResult, Selector, export_model, select
 from ablate.export import check as chk
 from ablate.export.select import pareto_front
-from ablate.metrics import CLASS_COLOURS, CLASS_NAMES
 from ablate.runner import run_spec
 from ablate.spec import validate
+from ablate.task import MARS, Task
 
 load_all()  # registers the blocks: a model.keras of this project reloads
 
@@ -192,10 +192,14 @@ def test_model_card_and_preprocessing_record_the_choice(store: Store) -> None:
                      r"delta \+0\.\d{3} mIoU \[95% CI -\d\.\d{3}, \+\d\.\d{3}\], paired t-test p=0\.\d+ over 2 "
                      r"paired seeds \(0, 1\)", card)
     assert "Intended use and limits" in card
+    assert "- Classes (5, by label): 0 background, 1 soil, 2 bedrock, 3 sand, 4 big_rock" in card
+    assert "mIoU is the mean IoU over the scored classes (soil, bedrock, sand, big_rock)" in card
     prep = json.loads((out / "preprocessing.json").read_text())
-    assert [c["name"] for c in prep["classes"]] == list(CLASS_NAMES)
-    assert [tuple(c["colour"]) for c in prep["classes"]] == list(CLASS_COLOURS)
-    assert prep["input"]["shape"] == [64, 128, 1]
+    assert Task.model_validate(prep["task"]) == MARS == store.ablation.task  # runs without task.json are Mars
+    assert [c["name"] for c in prep["classes"]] == list(MARS.classes)
+    assert [tuple(c["colour"]) for c in prep["classes"]] == list(MARS.palette)
+    assert [c["scored"] for c in prep["classes"]] == [False, True, True, True, True]
+    assert prep["input"]["shape"] == [64, 128, 1] and prep["ignore_label"] == 0
 
 
 def test_saved_model_runs_in_a_process_that_cannot_import_the_project(store: Store, tmp_path: Path) -> None:

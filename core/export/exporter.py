@@ -33,6 +33,7 @@ from ablate.spec import Spec, validate
 from ablate.task import MARS, Task, task_from_dict
 
 EXPORTS = Path("exports")  # the default export folder: exports/NAME
+NO_TASK = "which logged no task.json (so the Mars task)"  # runs logged before tasks existed
 
 
 @dataclass
@@ -60,6 +61,8 @@ def export_model(sel: Selector, out: Path | None = None, name: str | None = None
     with tempfile.TemporaryDirectory() as tmp:
         model_file, spec = fetch(client, model_run.info.run_id, Path(tmp))
         task, where = fetch_task(client, model_run.info.run_id, Path(tmp))
+        if refit and where == NO_TASK:  # a refit is trained on the source run's data: the same task
+            task, where = fetch_task(client, choice.run.info.run_id, Path(tmp))
         model = formats.load_keras(model_file, task, source=f"the task of run {model_run.info.run_id}, {where}")
         with staging(out) as stage:
             build_bundle(model, model_file, spec, stage, task)
@@ -113,7 +116,7 @@ def fetch_task(client: MlflowClient, run_id: str, dst: Path) -> tuple[Task, str]
     try:
         names = {a.path for a in client.list_artifacts(run_id)}
         if formats.TASK_FILE not in names:
-            return MARS, "which logged no task.json (so the Mars task)"
+            return MARS, NO_TASK
         raw = Path(client.download_artifacts(run_id, formats.TASK_FILE, str(dst))).read_text(encoding="utf-8")
         return task_from_dict(json.loads(raw), "task.json"), "from its task.json"
     except (MlflowException, OSError) as e:
