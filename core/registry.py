@@ -11,7 +11,7 @@ A spec may set exactly the keys the block uses: the constructor's arguments, les
 builder supplies for the whole kind (``supplied``, e.g. ``filters``), less any an entry declares
 ignored next to another key (``ignored_with``). A constructor must not accept an argument it
 ignores "for a uniform interface": the builder passes optional arguments only to blocks whose
-constructor names them (see ``ablate.models.unet.takes``).
+constructor names them (``Registry.takes``, used by ``ablate.models.unet.Branch.block``).
 
 Registering a ``keras.layers.Layer`` (or any class with ``get_config``) also makes it
 Keras-serializable under the package ``ablate``, so a saved ``.keras`` model reloads in a

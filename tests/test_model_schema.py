@@ -182,3 +182,14 @@ def test_every_slot_is_a_key_of_every_branch_builder() -> None:
         for slot in BRANCH.slots:
             assert slot.key in schema.params and schema.registries[slot.key] is slot.registry
         assert set(BRANCH.scalars) <= schema.params
+
+
+def test_every_model_is_a_builder_class_with_its_own_check() -> None:
+    """Builders declare check and build as methods: no function attributes patched on."""
+    from ablate.models.unet import ModelBuilder
+
+    for name in MODELS.names():
+        builder = MODELS.get(name)
+        assert isinstance(builder, type) and issubclass(builder, ModelBuilder), name
+        assert builder.check is not ModelBuilder.check and builder.build is not ModelBuilder.build, name
+        assert MODELS.schema(name).summary == (builder.__doc__ or "").strip().splitlines()[0]

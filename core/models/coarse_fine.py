@@ -62,7 +62,8 @@ class GlobalUNet:
     @classmethod
     def entry_schema(cls) -> EntrySchema:
         """``BRANCH``'s scalars (depth 4) and slots, and ``downsample``."""
-        return BRANCH.entry_schema(cls.__doc__.splitlines()[0], defaults={"depth": GLOBAL_DEFAULTS["depth"]},
+        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        return BRANCH.entry_schema(summary, defaults={"depth": GLOBAL_DEFAULTS["depth"]},
                                    extra={"downsample": (GLOBAL_DEFAULTS["downsample"], None)})
 
     @staticmethod
