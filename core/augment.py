@@ -1,10 +1,16 @@
 """Augmentations applied jointly to image and mask inside the tf.data graph.
 
-Each augmentation is called as ``aug(image, mask, seed)`` with ``image`` (H, W, 1) float32,
-``mask`` (H, W) uint8 and ``seed`` a shape-[2] int tensor for stateless random ops, so a
-run's seed fixes the whole augmentation stream. Masks are never interpolated other than
-by nearest neighbour; pixels moved in from outside the image get intensity 0 and label 0
-(unlabelled, so the losses and the metric ignore them).
+Each augmentation is called as ``aug(image, mask, seed)`` with ``image`` (H, W, C) float32
+(C = 1 grayscale or 3 RGB), ``mask`` (H, W) uint8 and ``seed`` a shape-[2] int tensor for
+stateless random ops, so a run's seed fixes the whole augmentation stream. Masks are never
+interpolated other than by nearest neighbour.
+
+Augmentations follow the run's task (``set_task``; :class:`Policy` takes it, Mars by default).
+Pixels moved in from outside the image (zoom out, rotate, shift, shear, elastic) and cutout's
+holes get intensity 0 and the task's ignore label (Mars: 0, unlabelled), so the losses and the
+metric leave them out. A task without an ignore label has no label that is not scored: there,
+moved-in pixels repeat the nearest edge pixel (image and mask), and cutout is refused with a
+SpecError. Copy-paste pastes the class it names (``class_name``, Mars: ``big_rock``).
 
 Geometric augmentations (zoom, rotate, shift, shear) are affine maps: a :class:`Policy`
 composes consecutive ones into one matrix and warps once (bilinear for the image, nearest
@@ -26,8 +32,9 @@ import tensorflow as tf
 
 from ablate.errors import SpecError
 from ablate.registry import AUGMENTATIONS
+from ablate.task import MARS, Task
 
-BIG_ROCK = 4  # the rare class copy-paste multiplies
+BIG_ROCK = MARS.class_id("big_rock")  # the Mars class copy-paste multiplies by default
 
 
 def _check(ok: bool, message: str) -> None:
@@ -45,6 +52,16 @@ class Augmentation:
     def __init__(self, p: float = 0.5) -> None:
         _check(0.0 <= p <= 1.0, f"{type(self).__name__}: p must be in [0, 1]; got {p}.")
         self.p = float(p)
+        self.task = MARS
+
+    def set_task(self, task: Task) -> None:
+        """The run's task (Mars until set): its ignore label fills pixels that hold no image content."""
+        self.task = task
+
+    @property
+    def fill_label(self) -> int | None:
+        """The label of pixels moved in from outside the image: the ignore label; None: repeat the edge."""
+        return self.task.ignore_label
 
     def prepare(self, images: Any, masks: Any) -> None:
         """Hook for augmentations that need the training set (copy-paste); default: nothing."""
@@ -81,18 +98,24 @@ def affine_about_centre(a: tf.Tensor, height: tf.Tensor, width: tf.Tensor,
     return tf.stack([[a[0, 0], a[0, 1], tx], [a[1, 0], a[1, 1], ty], [0.0, 0.0, 1.0]])
 
 
-def warp(image: tf.Tensor, mask: tf.Tensor, matrix: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Warps image (bilinear) and mask (nearest) with one 3x3 output->input matrix; fill 0."""
+def warp(image: tf.Tensor, mask: tf.Tensor, matrix: tf.Tensor,
+         fill_label: int | None = 0) -> tuple[tf.Tensor, tf.Tensor]:
+    """Warps image (bilinear) and mask (nearest) with one 3x3 output->input matrix.
+
+    Pixels from outside the image get intensity 0 and ``fill_label``; with ``fill_label`` None
+    they repeat the nearest edge pixel (image and mask).
+    """
     transform = tf.reshape(matrix / matrix[2, 2], [9])[:8][None]
     out_shape = tf.shape(image)[:2]
+    mode = "NEAREST" if fill_label is None else "CONSTANT"
 
-    def apply(x: tf.Tensor, interpolation: str) -> tf.Tensor:
+    def apply(x: tf.Tensor, interpolation: str, fill: float) -> tf.Tensor:
         return tf.raw_ops.ImageProjectiveTransformV3(
-            images=x[None], transforms=transform, output_shape=out_shape, fill_value=0.0,
-            interpolation=interpolation, fill_mode="CONSTANT")[0]
+            images=x[None], transforms=transform, output_shape=out_shape, fill_value=fill,
+            interpolation=interpolation, fill_mode=mode)[0]
 
-    new_image = tf.ensure_shape(apply(image, "BILINEAR"), image.shape)
-    new_mask = tf.ensure_shape(apply(mask[..., None], "NEAREST")[..., 0], mask.shape)
+    new_image = tf.ensure_shape(apply(image, "BILINEAR", 0.0), image.shape)
+    new_mask = tf.ensure_shape(apply(mask[..., None], "NEAREST", float(fill_label or 0))[..., 0], mask.shape)
     return new_image, new_mask
 
 
@@ -103,7 +126,7 @@ class AffineAugmentation(Augmentation):
         raise NotImplementedError
 
     def transform(self, image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return warp(image, mask, self.matrix(seed, *_size(image)))
+        return warp(image, mask, self.matrix(seed, *_size(image)), self.fill_label)
 
 
 @AUGMENTATIONS.register("hflip")
@@ -202,9 +225,10 @@ class Shear(AffineAugmentation):
 
 @AUGMENTATIONS.register("cutout")
 class Cutout(Augmentation):
-    """Blank ``holes`` rectangles: image 0 and label 0, so the loss ignores them.
+    """Blank ``holes`` rectangles: image 0 and the task's ignore label (Mars: 0), so the loss ignores them.
 
-    Each side is uniform in [size/2, size] of the image side; the centre is uniform.
+    Each side is uniform in [size/2, size] of the image side; the centre is uniform. A task
+    without an ignore label has no label for a hole: ``set_task`` refuses it (a SpecError).
 
     Args:
         p: probability.
@@ -218,6 +242,12 @@ class Cutout(Augmentation):
         _check(0 < size <= 1, f"cutout: size must be in (0, 1]; got {size}.")
         self.holes, self.size = int(holes), float(size)
 
+    def set_task(self, task: Task) -> None:
+        _check(task.ignore_label is not None,
+               "cutout: the task has no ignore_label, so a hole has no label that is left unscored; "
+               "set task.ignore_label (e.g. 255) or drop cutout.")
+        super().set_task(task)
+
     def transform(self, image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         h, w = _size(image)
         dims = tf.stack([h, w])
@@ -230,17 +260,22 @@ class Cutout(Augmentation):
         inside = ((ys >= lo[:, 0, None, None]) & (ys < hi[:, 0, None, None])
                   & (xs >= lo[:, 1, None, None]) & (xs < hi[:, 1, None, None]))
         hole = tf.reduce_any(inside, axis=0)
-        return tf.where(hole[..., None], 0.0, image), tf.where(hole, tf.zeros_like(mask), mask)
+        fill = tf.fill(tf.shape(mask), tf.constant(self.fill_label or 0, mask.dtype))
+        return tf.where(hole[..., None], 0.0, image), tf.where(hole, fill, mask)
 
 
-def _gather(flat: tf.Tensor, y: tf.Tensor, x: tf.Tensor, height: int, width: int) -> tf.Tensor:
-    """Values of a flattened (H*W, ...) tensor at integer (y, x); 0 outside the image."""
+def _gather(flat: tf.Tensor, y: tf.Tensor, x: tf.Tensor, height: int, width: int,
+            fill: float | int | None = 0) -> tf.Tensor:
+    """Values of a flattened (H*W, ...) tensor at integer (y, x); ``fill`` outside the image
+    (None: the nearest edge pixel's value)."""
     inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
     idx = tf.clip_by_value(y, 0, height - 1) * width + tf.clip_by_value(x, 0, width - 1)
     values = tf.gather(flat, idx)
+    if fill is None:
+        return values
     if values.shape.rank > inside.shape.rank:
         inside = inside[..., None]
-    return tf.where(inside, values, tf.zeros_like(values))
+    return tf.where(inside, values, tf.cast(tf.fill(tf.shape(values), fill), values.dtype))
 
 
 @AUGMENTATIONS.register("elastic")
@@ -269,12 +304,14 @@ class Elastic(Augmentation):
         yy, xx = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij")
         sy, sx = yy + field[..., 0], xx + field[..., 1]
         flat_mask = tf.reshape(mask, [-1])
-        new_mask = _gather(flat_mask, tf.cast(tf.round(sy), tf.int32), tf.cast(tf.round(sx), tf.int32), height, width)
+        new_mask = _gather(flat_mask, tf.cast(tf.round(sy), tf.int32), tf.cast(tf.round(sx), tf.int32), height, width,
+                           self.fill_label)
+        edge = None if self.fill_label is None else 0.0  # the image's fill: 0, or the edge with the mask's
         flat_image = tf.reshape(image, [-1, image.shape[-1]])
         y0, x0 = tf.floor(sy), tf.floor(sx)
         wy, wx = (sy - y0)[..., None], (sx - x0)[..., None]
         y0, x0 = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
-        corner = lambda dy, dx: _gather(flat_image, y0 + dy, x0 + dx, height, width)  # noqa: E731
+        corner = lambda dy, dx: _gather(flat_image, y0 + dy, x0 + dx, height, width, edge)  # noqa: E731
         new_image = ((1 - wy) * ((1 - wx) * corner(0, 0) + wx * corner(0, 1))
                      + wy * ((1 - wx) * corner(1, 0) + wx * corner(1, 1)))
         return new_image, new_mask
@@ -305,32 +342,51 @@ class BrightnessContrast(Augmentation):
 
 @AUGMENTATIONS.register("copy_paste")
 class CopyPaste(Augmentation):
-    """Paste a big-rock region (class 4) cut from another training image at a random place.
+    """Paste a region of a rare class (Mars: big rock) cut from another training image at a random place.
 
     ``prepare(images, masks)`` builds a bank of up to ``bank_size`` square patches, each centred
-    on a class-4 pixel of a training image holding at least ``min_pixels`` of them. The transform
-    writes the patch's image pixels and label 4 where the patch's own mask is 4, nowhere else.
+    on a pixel of the class of a training image holding at least ``min_pixels`` of them. The
+    transform writes the patch's image pixels and the class's label where the patch's own mask
+    holds it, nowhere else.
 
     Args:
         p: probability.
         size: patch side in pixels (clipped to the image).
         bank_size: the most patches kept (spread evenly over the candidate images).
-        min_pixels: class-4 pixels an image needs to give a patch.
+        min_pixels: pixels of the class an image needs to give a patch.
+        class_name: the class to paste, one of the task's (a SpecError names them otherwise).
+
+    Example:
+        >>> aug = AUGMENTATIONS.build({"type": "copy_paste", "class_name": "car"})
+        >>> aug.set_task(task)  # a task with a class "car"
     """
 
-    def __init__(self, p: float = 0.5, size: int = 32, bank_size: int = 256, min_pixels: int = 16) -> None:
+    def __init__(self, p: float = 0.5, size: int = 32, bank_size: int = 256, min_pixels: int = 16,
+                 class_name: str = "big_rock") -> None:
         super().__init__(p)
         _check(size >= 2, f"copy_paste: size must be >= 2 pixels; got {size}.")
         _check(bank_size >= 1, f"copy_paste: bank_size must be >= 1; got {bank_size}.")
         _check(min_pixels >= 1, f"copy_paste: min_pixels must be >= 1; got {min_pixels}.")
         self.size, self.bank_size, self.min_pixels = int(size), int(bank_size), int(min_pixels)
+        self.class_name = str(class_name)
+        self.class_id: int | None = None  # the class's label, once the task is known (set_task; Mars by default)
         self.bank: tuple[np.ndarray, np.ndarray] | None = None
 
+    def set_task(self, task: Task) -> None:
+        class_id = task.class_id(self.class_name, where="copy_paste.class_name")
+        _check(class_id != task.ignore_label,
+               f"copy_paste.class_name names {self.class_name!r}, the task's ignore label, which is not "
+               f"scored; expected one of {', '.join(task.scored_names)}.")
+        super().set_task(task)
+        self.class_id = class_id
+
     def prepare(self, images: Any, masks: Any) -> None:
+        if self.class_id is None:
+            self.set_task(self.task)
         images, masks = np.asarray(images, np.float32), np.asarray(masks)
         height, width = masks.shape[1:3]
         ph, pw = min(self.size, height), min(self.size, width)
-        rocks = masks == BIG_ROCK
+        rocks = masks == self.class_id
         candidates = np.flatnonzero(rocks.sum(axis=(1, 2)) >= self.min_pixels)
         if len(candidates) > self.bank_size:
             candidates = candidates[np.linspace(0, len(candidates) - 1, self.bank_size).round().astype(int)]
@@ -351,7 +407,7 @@ class CopyPaste(Augmentation):
             raise RuntimeError("copy_paste needs the training set first: call prepare(images, masks).")
         bank_images, bank_rocks = self.bank
         n, ph, pw = bank_rocks.shape
-        if n == 0:  # no training image holds enough big rock: nothing to paste
+        if n == 0:  # no training image holds enough of the class: nothing to paste
             return image, mask
         height, width = image.shape[0], image.shape[1]
         pick = tf.random.stateless_uniform([3], seed, minval=0, maxval=2**30, dtype=tf.int32)
@@ -360,7 +416,7 @@ class CopyPaste(Augmentation):
         rock = tf.image.pad_to_bounding_box(tf.gather(tf.constant(bank_rocks), k)[..., None], top, left, height, width)
         rock = rock[..., 0] > 0
         return (tf.where(rock[..., None], patch, image),
-                tf.where(rock, tf.constant(BIG_ROCK, mask.dtype), mask))
+                tf.where(rock, tf.constant(self.class_id, mask.dtype), mask))
 
 
 class Policy:
@@ -370,10 +426,15 @@ class Policy:
 
     Args:
         configs: augmentation blocks, e.g. ``[{"type": "hflip", "p": 0.5}]``.
+        task: the run's task (the ignore label that fills, the class copy-paste names); a block
+            the task cannot take raises a SpecError here, before training.
     """
 
-    def __init__(self, configs: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, configs: Sequence[dict[str, Any]], task: Task = MARS) -> None:
         self.augs = [AUGMENTATIONS.build(c) for c in configs]
+        self.task = task
+        for aug in self.augs:
+            aug.set_task(task)
 
     def prepare(self, images: Any, masks: Any) -> None:
         for aug in self.augs:
@@ -407,4 +468,5 @@ def _warp_run(run: list[tuple[AffineAugmentation, tf.Tensor]], image: tf.Tensor,
         # Output->input maps compose left to right: in = M1 (M2 out) for aug 1 then aug 2.
         matrix = matrix @ tf.where(apply, aug.matrix(op_seed, height, width), tf.eye(3))
         applied = applied | apply
-    return tf.cond(applied, lambda: warp(image, mask, matrix), lambda: (image, mask))
+    fill = run[0][0].fill_label  # one task for the whole policy
+    return tf.cond(applied, lambda: warp(image, mask, matrix, fill), lambda: (image, mask))

@@ -9,6 +9,7 @@ import mlflow
 import numpy as np
 
 from ablate import resilience
+from ablate.task import MARS, Task
 from ablate.tracking import _as_float, log_metrics, mask_grid
 from ablate.train import masks_at, recorded_masks
 
@@ -17,10 +18,11 @@ class MlflowLogger(keras.callbacks.Callback):
     """Logs every epoch's metrics and, every ``mask_every`` epochs, the mask grid."""
 
     def __init__(self, images: np.ndarray, masks: np.ndarray, mask_every: int,
-                 positions: np.ndarray | None = None) -> None:
-        """``positions``: the images' positions in the validation set, to read their masks from the pass."""
+                 positions: np.ndarray | None = None, task: Task = MARS) -> None:
+        """``positions``: the images' positions in the validation set, to read their masks from the pass;
+        ``task``: the grid's colours and legend."""
         super().__init__()
-        self.images, self.masks, self.mask_every = images, masks, mask_every
+        self.images, self.masks, self.mask_every, self.task = images, masks, mask_every, task
         self.positions = positions if positions is not None else np.empty(0, int)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -40,10 +42,10 @@ class MlflowLogger(keras.callbacks.Callback):
         if pred is None or len(pred) != len(self.images):
             pred = np.argmax(keras.ops.convert_to_numpy(self.model(self.images, training=False)),
                              axis=-1).astype(np.uint8)
-        images, masks, title = self.images, self.masks, f"epoch {step + 1}"
+        images, masks, title, task = self.images, self.masks, f"epoch {step + 1}", self.task
         delivery = resilience.current()
         if delivery is not None:
-            delivery.log_image(lambda: mask_grid(images, masks, pred, title), key="masks", step=step)
+            delivery.log_image(lambda: mask_grid(images, masks, pred, title, task), key="masks", step=step)
         else:
-            mlflow.log_image(mask_grid(images, masks, pred, title), key="masks", step=step)
+            mlflow.log_image(mask_grid(images, masks, pred, title, task), key="masks", step=step)
         return pred

@@ -42,10 +42,11 @@ from typing import Any
 
 from ablate.errors import AblateError, SpecError
 from ablate.spec import Spec
+from ablate.task import MARS, Task
 
 GB = 10**9  # ABLATE_MEMORY_LIMIT_GB and every message count decimal gigabytes
 LIMIT_ENV = "ABLATE_MEMORY_LIMIT_GB"
-INPUT_HW = (64, 128)  # the course's tiles: ablate.models.unet.INPUT_SHAPE, which imports Keras
+INPUT_HW = (MARS.height, MARS.width)  # the Mars task's tiles; a run's own size is its task's (input_hw)
 BYTES_PER_VALUE = 4  # float32
 WEIGHT_COPIES = 4  # the weights, Adam's two moments, the gradient
 ACTIVATIONS_PER_LEVEL = 24  # tensors back-propagation keeps per level, rounded up (see the module doc)
@@ -55,12 +56,20 @@ RUNTIME_BYTES = 1 * GB  # TensorFlow, the data set and MLflow in one process, be
 WORKER_BYTES = RUNTIME_BYTES  # what one more worker process costs before it builds its model
 
 
-def estimate(spec: Spec) -> int:
+def input_hw(spec: Spec, task: Task | None = None) -> tuple[int, int]:
+    """The input (height, width) of a run: ``task``'s, else the spec's given task's, else the Mars task's
+    (a task inferred from the data file is known once the data is loaded: ``check`` is called again then)."""
+    task = task or spec.given_task() or MARS
+    return task.height, task.width
+
+
+def estimate(spec: Spec, task: Task | None = None) -> int:
     """Bytes a run of ``spec`` needs to train: weights, optimizer state, activations, the runtime.
 
-    A conservative approximation (see the module docstring); pure arithmetic on the spec.
+    A conservative approximation (see the module docstring); pure arithmetic on the spec, at
+    the task's input size (:func:`input_hw`). Channels change only the first convolution: left out.
     """
-    params, values = _sizes(spec.model)
+    params, values = _sizes(spec.model, input_hw(spec, task))
     weights = params * BYTES_PER_VALUE * WEIGHT_COPIES
     activations = values * spec.train.batch_size * BYTES_PER_VALUE * ACTIVATIONS_PER_LEVEL
     return int(min(weights + activations + RUNTIME_BYTES, float(2**62)))  # absurd specs: huge, not inf
@@ -76,9 +85,9 @@ def limit() -> int:
     return _limit()[0]
 
 
-def check(spec: Spec) -> None:
+def check(spec: Spec, task: Task | None = None) -> None:
     """Raises a SpecError, one line, if ``spec`` needs more memory than :func:`limit` allows."""
-    need = estimate(spec)
+    need = estimate(spec, task)
     have, source = _limit()
     if need <= have:
         return
@@ -112,11 +121,11 @@ def check_workers(n: int) -> None:
 
 # --- the estimate ------------------------------------------------------------------------
 
-def _sizes(model: Mapping[str, Any]) -> tuple[float, float]:
-    """(parameters, activation values per image) of the whole model: its branches and fusion."""
+def _sizes(model: Mapping[str, Any], hw: tuple[int, int] = INPUT_HW) -> tuple[float, float]:
+    """(parameters, activation values per image) of the whole model on ``hw`` inputs: its branches and fusion."""
     params, values = 0.0, 0.0
     for branch, pooled in _branches(model):
-        p, v = _branch_size(branch, pooled)
+        p, v = _branch_size(branch, pooled, hw)
         params, values = params + p, values + v
     if "fusion" in _defaults(model):  # coarse-fine: the fusion works at the local branch's full width
         params += FUSION_WEIGHTS * _width(_setting(model, "filters"), _setting(model, "width_mult"), 0) ** 2
@@ -140,10 +149,10 @@ def _branches(model: Mapping[str, Any]) -> list[tuple[dict[str, Any], int]]:
     return out
 
 
-def _branch_size(branch: Mapping[str, Any], pooled: int) -> tuple[float, float]:
-    """(parameters, activation values per image) of one U-Net branch on an input pooled by ``pooled``."""
+def _branch_size(branch: Mapping[str, Any], pooled: int, hw: tuple[int, int] = INPUT_HW) -> tuple[float, float]:
+    """(parameters, activation values per image) of one U-Net branch on an ``hw`` input pooled by ``pooled``."""
     depth, k = int(branch["depth"]), branch["kernel"]
-    height, width = INPUT_HW[0] / pooled, INPUT_HW[1] / pooled
+    height, width = hw[0] / pooled, hw[1] / pooled
     params, values = 0.0, 0.0
     for level in range(depth):
         w = _width(branch["filters"], branch["width_mult"], level)

@@ -17,18 +17,20 @@ import numpy as np
 import pandas as pd
 
 from ablate import memory, tracking
+from ablate.augment import Policy
 from ablate.cost import flops_per_image
 from ablate.scoring import (
-    CLASS_NAMES,
     confusion_matrix,
     iou_from_confusion,
     iou_from_image_confusions,
     per_image_miou,
 )
 from ablate.spec import Spec, check_buildable
+from ablate.task import MARS, Task
 from ablate.train import FitResult, Split, fit, load_data, masks_at, predict_masks, sample_index
 
 PER_IMAGE_ARTIFACT = "per_image.parquet"  # per-image validation IoU of the restored best model
+TASK_ARTIFACT = "task.json"  # the run's resolved task (ablate.task.task_from_dict reads it back)
 
 
 @dataclass
@@ -47,11 +49,12 @@ def mask_sample(split: Split, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return split.x_val[idx], split.y_val[idx], idx
 
 
-def per_image_frame(index: np.ndarray, ious: np.ndarray) -> pd.DataFrame:
-    """One row per image: its index in the loaded data, its mIoU and each scored class's IoU.
+def per_image_frame(index: np.ndarray, ious: np.ndarray, task: Task = MARS) -> pd.DataFrame:
+    """One row per image: its index in the loaded data, its mIoU and each scored class's IoU
+    (columns ``iou_<class name>``).
 
-    ``ious`` is :func:`ablate.scoring.per_image_iou` (or ``iou_from_image_confusions``): nan where
-    a class is absent from an image.
+    ``ious`` is :func:`ablate.scoring.per_image_iou` (or ``iou_from_image_confusions``) of the
+    same task: nan where a class is absent from an image.
 
     Example:
         >>> t = np.array([[[1, 2]]], dtype=np.uint8)
@@ -60,8 +63,10 @@ def per_image_frame(index: np.ndarray, ious: np.ndarray) -> pd.DataFrame:
         [[7.0, 1.0, 1.0]]
     """
     frame = pd.DataFrame({"index": np.asarray(index, dtype=np.int64), "miou": per_image_miou(ious)})
-    for k in range(1, ious.shape[1] + 1):
-        frame[f"iou_{CLASS_NAMES[k]}"] = ious[:, k - 1]
+    if ious.shape[1] != len(task.scored_ids):
+        raise ValueError(f"per-image IoUs of {ious.shape[1]} classes for a task scoring {len(task.scored_ids)}.")
+    for j, name in enumerate(task.scored_names):
+        frame[f"iou_{name}"] = ious[:, j]
     return frame
 
 
@@ -87,7 +92,8 @@ def best_pass(model: keras.Model, split: Split, result: FitResult) -> float:
     else:
         latency = result.extras["val_seconds_per_image"]
     result.extras["confusion"] = confusions.sum(axis=0)
-    result.extras["per_image"] = per_image_frame(split.val_index, iou_from_image_confusions(confusions))
+    ious = iou_from_image_confusions(confusions, split.task)
+    result.extras["per_image"] = per_image_frame(split.val_index, ious, split.task)
     return latency
 
 
@@ -97,10 +103,10 @@ def summarize(model: keras.Model, split: Split, result: FitResult, flops_key: st
     ``flops_key`` names the architecture, so FLOPs are counted once per architecture.
     """
     latency = best_pass(model, split, result)
-    miou, per_class = iou_from_confusion(result.extras["confusion"])
+    miou, per_class = iou_from_confusion(result.extras["confusion"], split.task)
     summary = {"best_val_miou": miou, "best_epoch": float(result.best_epoch + 1)}
     for k, v in per_class.items():
-        summary[f"best_val_iou_{CLASS_NAMES[k]}"] = v
+        summary[f"best_val_iou_{split.task.classes[k]}"] = v
     summary.update(params=float(result.params), train_time_s=result.train_seconds,
                    epochs_run=float(result.epochs_run),
                    latency_ms_per_image=1000 * latency,
@@ -115,8 +121,8 @@ def _prediction_pass(model: keras.Model, split: Split) -> tuple[np.ndarray, floa
     pred = predict_masks(model, split.x_val, batch_size=32)
     latency = (time.perf_counter() - t0) / len(split.x_val)
     flat = len(pred), -1
-    confusions = np.stack([confusion_matrix(t, p) for t, p in zip(split.y_val.reshape(flat), pred.reshape(flat),
-                                                                     strict=True)])
+    confusions = np.stack([confusion_matrix(t, p, task=split.task)
+                           for t, p in zip(split.y_val.reshape(flat), pred.reshape(flat), strict=True)])
     return confusions, latency
 
 
@@ -138,18 +144,23 @@ def run_spec(
     check_buildable(spec)  # a constructor's own checks, before any data is loaded or run started
     memory.check(spec)  # a model too big for this machine: one line now, not a TensorFlow crash mid-run
     split = split or load_data(spec)
+    if split.task != (spec.given_task() or MARS):  # the data's task, where the spec leaves it to the data
+        check_buildable(spec, split.task)
+        memory.check(spec, split.task)
+    Policy(spec.augment, split.task)  # an augmentation the task cannot take (cutout, copy-paste's class): now
     all_tags = {**tracking.provenance_tags(spec, split.fingerprint, split.path), **(tags or {})}
     with tracking.tracked_run(spec, experiment, run_name, parent_run_id, all_tags) as run:
         if on_start is not None:
             on_start(run.info.run_id)
+        tracking.log_text(json.dumps(split.task.to_dict(), indent=2, sort_keys=True), TASK_ARTIFACT)
         images, masks, positions = mask_sample(split, spec.tracking.mask_images)
-        logger = tracking.MlflowLogger(images, masks, spec.tracking.mask_every, positions)
+        logger = tracking.MlflowLogger(images, masks, spec.tracking.mask_every, positions, split.task)
         result = fit(spec, split, [logger, *callbacks], verbose=verbose)
         with tracking.model_saved_alongside(result.model, enabled=spec.tracking.log_model):
             # The slowest figure first: it renders on the delivery thread while the rest goes on here.
             best_pass(result.model, split, result)
             confusion = result.extras["confusion"]
-            tracking.log_figure(lambda: tracking.confusion_figure(confusion), "confusion_matrix.png")
+            tracking.log_figure(lambda: tracking.confusion_figure(confusion, split.task), "confusion_matrix.png")
             # the final grid: the best epoch's validation pass, whose weights the model was restored to
             kept = result.extras.get("kept_masks")
             final_pred = logger.log_masks(result.epochs_run, masks_at(kept, positions))

@@ -28,9 +28,9 @@ from mlflow.tracking import MlflowClient
 
 from ablate import resilience
 from ablate.errors import AblateError
-from ablate.scoring import CLASS_COLOURS, CLASS_NAMES
 from ablate.signals import describe
 from ablate.spec import Spec
+from ablate.task import MARS, Task
 
 LOCAL_STORE = Path("mlruns")
 
@@ -231,33 +231,64 @@ def _end(run: mlflow.ActiveRun, delivery: resilience.Delivery, status: str, mess
 
 # --- figures ---------------------------------------------------------------------------
 
-PALETTE = np.array(CLASS_COLOURS, dtype=np.uint8)
+IGNORE_COLOUR = (160, 160, 160)  # pixels of an ignore label outside the classes (255): light grey
 
 
-def colourize(mask: np.ndarray) -> np.ndarray:
-    return PALETTE[np.clip(mask, 0, len(PALETTE) - 1)]
+def palette(task: Task = MARS) -> np.ndarray:
+    """(256, 3) uint8: the task's colour of each label; any other value (an ignore label such as 255) grey."""
+    table = np.tile(np.array(IGNORE_COLOUR, np.uint8), (256, 1))
+    table[: task.num_classes] = np.array(task.palette, np.uint8)
+    return table
 
 
-def mask_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, title: str = "") -> np.ndarray:
-    """One row per image: image | ground truth | prediction, with a colour legend below."""
+def colourize(mask: np.ndarray, task: Task = MARS) -> np.ndarray:
+    """(..., 3) uint8 RGB of a label mask in the task's colours."""
+    return palette(task)[np.clip(mask, 0, 255).astype(np.intp)]
+
+
+def legend_entries(task: Task = MARS) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, colour) of each class in figures' legends, then the ignore label when it is not a class."""
+    entries = [(name, tuple(colour)) for name, colour in zip(task.classes, task.palette, strict=True)]
+    if task.ignore_label is not None and not task.ignore_is_class:
+        entries.append((f"{task.ignore_label} (not scored)", IGNORE_COLOUR))
+    return entries  # type: ignore[return-value]
+
+
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 of an (H, W, C) image in [0, 1]: grey repeated, or RGB as it is."""
+    img = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = img[..., None]
+    return img if img.shape[-1] == 3 else np.repeat(img[..., :1], 3, axis=-1)
+
+
+def mask_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, title: str = "",
+              task: Task = MARS) -> np.ndarray:
+    """One row per image: image | ground truth | prediction, with a colour legend below (wrapped to the width)."""
     from PIL import Image, ImageDraw
 
     rows = []
     gap = np.full((images.shape[1], 4, 3), 255, np.uint8)
     for img, t, p in zip(images, truth, pred, strict=True):
-        grey = np.repeat((np.clip(img[..., 0], 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
-        rows.append(np.concatenate([grey, gap, colourize(t), gap, colourize(p)], axis=1))
+        rows.append(np.concatenate([display_rgb(img), gap, colourize(t, task), gap, colourize(p, task)], axis=1))
         rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
     grid = np.concatenate(rows, axis=0)
-    legend = Image.new("RGB", (grid.shape[1], 36 if title else 20), "white")
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    places, x, line = [], 4, 0
+    for name, colour in legend_entries(task):
+        step = 14 + int(measure.textlength(name)) + 10
+        if x > 4 and x + step > grid.shape[1]:
+            x, line = 4, line + 1
+        places.append((x, 16 * line, name, colour))
+        x += step
+    top = 16 * (line + 1) + 4
+    legend = Image.new("RGB", (grid.shape[1], top + 16 if title else top), "white")
     draw = ImageDraw.Draw(legend)
-    x = 4
-    for name, colour in zip(CLASS_NAMES, CLASS_COLOURS, strict=True):
-        draw.rectangle([x, 5, x + 10, 15], fill=colour, outline="black")
-        draw.text((x + 13, 4), name, fill="black")
-        x += 14 + int(draw.textlength(name)) + 10
+    for x, y, name, colour in places:
+        draw.rectangle([x, y + 5, x + 10, y + 15], fill=colour, outline="black")
+        draw.text((x + 13, y + 4), name, fill="black")
     if title:
-        draw.text((4, 22), title, fill="black")
+        draw.text((4, top + 2), title, fill="black")
     header = Image.new("RGB", (grid.shape[1], 14), "white")
     hdraw = ImageDraw.Draw(header)
     for i, label in enumerate(("image", "truth", "prediction")):
@@ -265,21 +296,22 @@ def mask_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, title: st
     return np.concatenate([np.asarray(header), grid, np.asarray(legend)], axis=0)
 
 
-def confusion_figure(cm: np.ndarray) -> Any:
-    """A row-normalised confusion matrix (truth rows 1-4, all predicted columns).
+def confusion_figure(cm: np.ndarray, task: Task = MARS) -> Any:
+    """A row-normalised confusion matrix: truth rows of the scored classes (Mars 1-4), all predicted columns.
 
     Built on ``matplotlib.figure.Figure``, not pyplot: no global state, so it can be rendered on
     the delivery thread while training goes on.
     """
     from matplotlib.figure import Figure
 
-    rows = cm[1:].astype(float)
+    rows = np.asarray(cm)[list(task.scored_ids)].astype(float)
     norm = rows / np.maximum(rows.sum(axis=1, keepdims=True), 1)
-    fig = Figure(figsize=(5.5, 4))
+    c = task.num_classes
+    fig = Figure(figsize=(max(5.5, 0.8 * c + 1.5), max(4.0, 0.6 * len(task.scored_ids) + 1.5)))
     ax = fig.subplots()
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=30)
-    ax.set_yticks(range(len(CLASS_NAMES) - 1), CLASS_NAMES[1:])
+    ax.set_xticks(range(c), task.classes, rotation=30)
+    ax.set_yticks(range(len(task.scored_ids)), task.scored_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("truth (labelled pixels)")
     for i in range(norm.shape[0]):
@@ -300,6 +332,15 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
         mlflow.log_metrics(metrics, step=step)
 
 
+def log_text(text: str, artifact_file: str) -> None:
+    """Logs a text file (``task.json``) to the active run through its delivery queue."""
+    delivery = resilience.current()
+    if delivery is not None:
+        delivery.log_text(text, artifact_file)
+    else:
+        mlflow.log_text(text, artifact_file)
+
+
 def log_artifact(local_path: str | Path, artifact_path: str | None = None) -> None:
     """Logs a file to the active run through its delivery queue (the file may be deleted after)."""
     delivery = resilience.current()
@@ -313,10 +354,12 @@ SAMPLE_ARTIFACT = "predictions/sample.npz"
 
 
 def log_sample_predictions(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> None:
-    """The fixed validation images, their truth and the final prediction, for cross-run views."""
+    """The fixed validation images, their truth and the final prediction, for cross-run views.
+
+    Images are stored as uint8: (k, H, W) grey, or (k, H, W, 3) RGB."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(SAMPLE_ARTIFACT).name
-        img = (np.clip(images[..., 0], 0, 1) * 255).round().astype(np.uint8)
+        img = (np.clip(images if images.shape[-1] == 3 else images[..., 0], 0, 1) * 255).round().astype(np.uint8)
         np.savez_compressed(path, images=img, truth=truth.astype(np.uint8), pred=pred.astype(np.uint8))
         log_artifact(path, str(Path(SAMPLE_ARTIFACT).parent))
 

@@ -29,6 +29,7 @@ from ablate.models import build_model
 from ablate.pipeline import eval_dataset, train_dataset
 from ablate.registry import LOSSES, OPTIMIZERS, SCHEDULES
 from ablate.spec import Spec
+from ablate.task import MARS, Task
 
 
 @dataclass
@@ -37,7 +38,8 @@ class Split:
 
     ``val_index[i]`` is the index of validation image ``i`` in the loaded data set (after
     ``data.limit``, before cleaning), so one image can be matched across seeds and arms. A split
-    built from arrays of one's own without it gets positions ``0..len(x_val)-1``.
+    built from arrays of one's own without it gets positions ``0..len(x_val)-1``. ``task`` is the
+    data's task (the model's input shape and classes, the metric's and losses' ignore label).
     """
 
     x_train: np.ndarray
@@ -47,6 +49,7 @@ class Split:
     fingerprint: str
     path: str
     val_index: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # empty: not given
+    task: Task = MARS
 
     def __post_init__(self) -> None:
         self.val_index = np.asarray(self.val_index, dtype=np.int64)
@@ -72,10 +75,17 @@ class FitResult:
 
 
 def load_data(spec: Spec, data: MarsData | None = None) -> Split:
-    """Loads the spec's data (or the synthetic default) and splits it by the spec's seed."""
+    """Loads the spec's data (or the synthetic default) and splits it by the spec's seed.
+
+    The data is checked against the spec's task (``spec.given_task()``), or its task is inferred
+    from the file; the split carries it.
+    """
     if data is None:
         path = spec.data.path or str(default_data_path())
-        data = shared_data(path, spec.data.limit)
+        data = shared_data(path, spec.data.limit, spec.given_task())
+    task = getattr(data, "task", MARS)
+    if spec.task is not None and task != spec.task:
+        raise SpecError(f"The data's task ({task.describe()}) is not the spec's task ({spec.task.describe()}).")
     images, masks, groups = data.images, data.masks, data.groups
     keep = np.arange(len(masks), dtype=np.int64)  # index in the loaded data of each kept pair
     if spec.data.clean:
@@ -86,20 +96,24 @@ def load_data(spec: Spec, data: MarsData | None = None) -> Split:
         images, masks = images[keep], masks[keep]
         groups = groups[keep] if groups is not None else None
     tr, va = split_indices(len(images), spec.data.val_fraction, spec.seed, groups=groups)
-    return Split(images[tr], masks[tr], images[va], masks[va], data.fingerprint, data.path, keep[va])
+    return Split(images[tr], masks[tr], images[va], masks[va], data.fingerprint, data.path, keep[va], task)
 
 
-_DATA: dict[tuple[str, str, int | None], MarsData] = {}  # the data set this process's runs share
+_DATA: dict[tuple[str, str, int | None, str], MarsData] = {}  # the data set this process's runs share
 
 
-def shared_data(path: str, limit: int | None) -> MarsData:
+def shared_data(path: str, limit: int | None, task: Task | None = None) -> MarsData:
     """The loaded data, kept for the next run of this process (a worker's trials, an ablation's
     arms): reading and checking the file costs about a second a run. Keyed by the file's content
-    fingerprint, so a rewritten file is read again; one entry, so memory holds one data set. The
-    arrays are read-only: splits take copies, and nothing may change what later runs read."""
-    key = (str(Path(path).resolve()), cached_fingerprint(path), limit)
+    fingerprint (and the task it is checked against, None: inferred), so a rewritten file is read
+    again; one entry, so memory holds one data set. The arrays are read-only: splits take copies,
+    and nothing may change what later runs read."""
+    key = (str(Path(path).resolve()), cached_fingerprint(path), limit, task.to_json() if task else "")
+    for (*same_file, _), data in _DATA.items():  # the file loaded with its task inferred, or given: the same data
+        if tuple(same_file) == key[:3] and (task is None or data.task == task):
+            return data
     if key not in _DATA:
-        data = load_npz(path, limit=limit)
+        data = load_npz(path, limit=limit, task=task)
         for array in (data.images, data.masks, data.groups):
             if array is not None:
                 array.flags.writeable = False
@@ -135,8 +149,11 @@ def compile_model(spec: Spec, split: Split, steps_per_epoch: int,
         keras.mixed_precision.set_global_policy("mixed_float16")
     else:
         keras.mixed_precision.set_global_policy("float32")
-    model = build_model(spec.model)
+    task = split.task
+    model = build_model(spec.model, num_classes=task.num_classes, input_shape=task.input_shape)
     loss = LOSSES.build(spec.loss)
+    if hasattr(loss, "set_task"):
+        loss.set_task(task)  # the ignore label and the scored classes
     if hasattr(loss, "prepare"):
         loss.prepare(split.y_train)  # e.g. class weights from the training masks
     schedule = SCHEDULES.build(spec.schedule)
@@ -153,7 +170,7 @@ def compile_model(spec: Spec, split: Split, steps_per_epoch: int,
     else:
         sample = tuple(int(i) for i in sample_index(n_val, spec.tracking.mask_images))
     metrics = segmentation_metrics(record_images=n_val if record else 0, sample_positions=sample,
-                                   sample_shape=(height, width))
+                                   sample_shape=(height, width), task=task)
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=spec.train.jit_compile)
     return model, schedule.callbacks(spec.train.epochs, steps_per_epoch)
 
@@ -252,7 +269,7 @@ def fit(
     bs = spec.train.batch_size
     steps = max(1, math.ceil(len(split.x_train) / bs))
     model, schedule_cbs = compile_model(spec, split, steps)
-    policy = Policy(spec.augment)
+    policy = Policy(spec.augment, split.task)
     train_ds = train_dataset(split.x_train, split.y_train, bs, spec.seed, policy, spec.train.shuffle_buffer)
     val_ds = eval_dataset(split.x_val, split.y_val, bs)
     best = BestWeights()
@@ -315,7 +332,7 @@ def masks_at(kept: Kept | None, positions: Sequence[int]) -> np.ndarray | None:
 
 
 def predict_masks(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Argmax masks (N, H, W) uint8 for images (N, H, W, 1)."""
+    """Argmax masks (N, H, W) uint8 for images (N, H, W, C)."""
     probs = model.predict(images, batch_size=batch_size, verbose=0)
     return np.argmax(probs, axis=-1).astype(np.uint8)
 

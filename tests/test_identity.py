@@ -228,6 +228,7 @@ ALT: dict[Any, Any] = {  # another valid value per key; (kind, key) or (kind, na
     "p": 1.0, "degrees": 45.0, "fraction": 0.3, "scale": [1.5, 2.0], "holes": 3, "spacing": 4, "brightness": 0.5,
     "contrast": 0.5, "bank_size": 1, "min_pixels": 50, ("augmentations", "alpha"): 10.0,
     ("augmentations", "cutout", "size"): 0.5, ("augmentations", "copy_paste", "size"): 8,
+    ("augmentations", "copy_paste", "class_name"): "sand",
     "depth": 2, "filters": 4, "width_mult": 2.0, "conv": {"type": "residual"}, "skip": {"type": "add"},
     "bottleneck": {"type": "se"}, "regularizer": {"type": "l2"}, "upsample": {"type": "bilinear"},
     "global_branch": {"type": "unet", "depth": 2, "filters": 2}, "fusion": {"type": "add"}, "downsample": 4,
@@ -299,6 +300,8 @@ def probe_augmentation(config: dict[str, Any]) -> Any:
     masks = np.stack([((xx // 32 + yy // 16) % 3 + 1) for _ in range(6)]).astype("uint8")
     for i, side in enumerate((3, 5, 8, 10, 12, 14)):  # big-rock blobs of 9 to 196 pixels
         masks[i, 20 : 20 + side, 40 + 5 * i : 40 + 5 * i + side] = 4
+    masks[0][masks[0] == 3] = 2  # image 0 holds 30 pixels of sand only (copy-paste's min_pixels matters)
+    masks[0, 50:55, 0:6] = 3
     aug = ALL_REGISTRIES["augmentations"].build(config)
     aug.prepare(images.astype("float32"), masks)
     outs = [aug(tf.constant(images[s % 6], tf.float32), tf.constant(masks[s % 6]), tf.constant([0, s]))

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 
+from ablate.errors import SpecError
 from ablate.metrics import MeanIoU, segmentation_metrics
 from ablate.scoring import confusion_matrix, iou_from_confusion, iou_from_image_confusions, per_image_iou
 from ablate.task import MARS, Task
@@ -190,3 +191,107 @@ def test_class_weights_follow_the_scored_classes() -> None:
     assert class_weights(masks, 1.0, 10.0, True, task=task) == [1.0, 2.0, 4.0]
     scored = Task(height=4, width=4, classes=["a", "b", "c"], ignore_label=None, scored=["b", "c"])
     assert class_weights(masks, 1.0, 10.0, True, task=scored) == [0.0, 1.0, 2.0]
+
+
+# --- augmentations on RGB and for any task -------------------------------------------------------
+
+def _aug_configs() -> dict[str, dict]:
+    from ablate.registry import AUGMENTATIONS
+
+    configs = {name: {"type": name, "p": 1.0} for name in AUGMENTATIONS.names()}
+    configs["copy_paste"] = {"type": "copy_paste", "p": 1.0, "size": 16, "min_pixels": 4, "class_name": "car"}
+    return configs
+
+
+AUG_CONFIGS = _aug_configs()
+
+
+def rgb_pair(n: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """RGB7 images and masks: seven column bands (one class each, car last), an ignored top row."""
+    rng = np.random.default_rng(0)
+    cols = np.minimum(np.arange(RGB7.width) // 14, 6)
+    masks = np.broadcast_to(cols, (n, RGB7.height, RGB7.width)).copy().astype(np.uint8)
+    masks[:, :2] = 255
+    colours = np.array(RGB7.palette, np.float32) / 255
+    images = colours[np.minimum(masks, 6)] + rng.normal(0, 0.05, (n, RGB7.height, RGB7.width, 3))
+    return np.clip(images, 0, 1).astype(np.float32), masks
+
+
+@pytest.mark.parametrize("name", sorted(AUG_CONFIGS))
+def test_every_augmentation_runs_on_rgb_and_keeps_the_task_labels(name: str) -> None:
+    import tensorflow as tf
+
+    from ablate.augment import Policy
+
+    images, masks = rgb_pair()
+    policy = Policy([AUG_CONFIGS[name]], RGB7)
+    policy.prepare(images, masks)
+    for s in range(3):
+        image, mask = policy(tf.constant(images[s]), tf.constant(masks[s]), tf.constant([7, s]))
+        assert image.shape == images.shape[1:] and image.dtype == tf.float32
+        assert mask.shape == masks.shape[1:] and mask.dtype == tf.uint8
+        assert set(np.unique(mask.numpy())) <= set(RGB7.valid_labels)
+        assert np.isfinite(image.numpy()).all()
+
+
+def test_moved_in_pixels_and_holes_get_the_ignore_label() -> None:
+    import tensorflow as tf
+
+    from ablate.augment import Policy
+
+    images, masks = rgb_pair()
+    masks[:] = 3  # no 255 anywhere: any 255 after is a fill
+    for config in ({"type": "shift", "p": 1.0, "fraction": 0.5}, {"type": "cutout", "p": 1.0, "size": 0.5},
+                   {"type": "elastic", "p": 1.0, "alpha": 30.0}):
+        _, mask = Policy([config], RGB7)(tf.constant(images[0]), tf.constant(masks[0]), tf.constant([0, 1]))
+        assert set(np.unique(mask.numpy())) == {3, 255}, config
+    # without an ignore label: warps repeat the edge, cutout is refused
+    _, mask = Policy([{"type": "shift", "p": 1.0, "fraction": 0.5}], NO_IGNORE)(
+        tf.constant(images[0, :16, :16]), tf.constant(masks[0, :16, :16] - 2), tf.constant([0, 1]))
+    assert set(np.unique(mask.numpy())) == {1}
+    with pytest.raises(SpecError, match="cutout: the task has no ignore_label"):
+        Policy([{"type": "cutout"}], NO_IGNORE)
+
+
+def test_copy_paste_pastes_the_named_class_and_names_the_classes_of_a_wrong_one() -> None:
+    import tensorflow as tf
+
+    from ablate.augment import Policy
+
+    images, masks = rgb_pair()
+    masks[1:, :, 84:] = 2  # only image 0 holds cars
+    policy = Policy([AUG_CONFIGS["copy_paste"]], RGB7)
+    policy.prepare(images, masks)
+    _, mask = policy(tf.constant(images[3]), tf.constant(masks[3]), tf.constant([0, 3]))
+    assert (mask.numpy() == 6).sum() > 0
+    with pytest.raises(SpecError, match=r"copy_paste.class_name names class 'big_rock'.*void, grass, road"):
+        Policy([{"type": "copy_paste"}], RGB7)  # the Mars default names a class RGB7 lacks
+    with pytest.raises(SpecError, match="ignore label"):
+        Policy([{"type": "copy_paste", "class_name": "background"}], MARS)
+
+
+# --- a short fit on an RGB 7-class task ------------------------------------------------------------
+
+def test_a_one_epoch_fit_on_an_rgb_seven_class_task_logs_every_scored_class(tmp_path) -> None:  # noqa: ANN001
+    from helpers import PRESET, TINY_MODEL
+
+    from ablate import load_all
+    from ablate.runner import summarize
+    from ablate.spec import load_spec
+    from ablate.train import Split, fit
+
+    load_all()
+    images, masks = rgb_pair(48)
+    split = Split(images[:40], masks[:40], images[40:], masks[40:], "rgb7", "synthetic", task=RGB7)
+    spec = load_spec(PRESET, [*TINY_MODEL, "train.epochs=1", "train.batch_size=8", "train.early_stopping=0",
+                              "tracking.log_model=false", "loss={type: sum, terms: [{loss: {type: ce}}, "
+                              "{loss: {type: dice}}]}", "augment=[{type: hflip, p: 0.5}, {type: cutout, p: 0.5}]"])
+    result = fit(spec, split, verbose=0)
+    assert result.model.output_shape == (None, 48, 96, 7)
+    names = {f"val_iou_{n}" for n in RGB7.scored_names}
+    assert len(names) == 7 and names <= set(result.history)
+    assert np.isfinite(result.history["loss"][0])
+    summary = summarize(result.model, split, result)
+    assert {f"best_val_iou_{n}" for n in RGB7.scored_names} <= set(summary)
+    assert set(result.extras["per_image"].columns) == {"index", "miou", *(f"iou_{n}" for n in RGB7.scored_names)}
+    assert summary["best_val_miou"] == pytest.approx(result.best["val_miou"], abs=1e-5)

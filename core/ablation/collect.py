@@ -13,10 +13,18 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from ablate.campaign.runs import child_runs
-from ablate.errors import AblateError
-from ablate.scoring import CLASS_NAMES
+from ablate.errors import AblateError, SpecError
+from ablate.task import MARS, Task, task_from_dict
 
-CLASS_METRICS = [f"best_val_iou_{c}" for c in CLASS_NAMES[1:]]
+TASK_ARTIFACT = "task.json"  # ablate.runner.TASK_ARTIFACT: a run's resolved task; runs without it are Mars runs
+
+
+def class_metrics(task: Task = MARS) -> list[str]:
+    """The summary metric of each scored class of ``task``: ``best_val_iou_<name>``."""
+    return [f"best_val_iou_{name}" for name in task.scored_names]
+
+
+CLASS_METRICS = class_metrics(MARS)  # the Mars task's; an ablation's own are ``AblationRecord.class_metrics``
 COST_METRICS = ["params", "flops_per_image", "train_time_s", "latency_ms_per_image", "epochs_run"]
 
 
@@ -28,10 +36,24 @@ class AblationRecord:
     experiment_id: str
     payload: dict[str, Any]
     runs: pd.DataFrame
+    task: Task = MARS  # the task its runs trained for (their task.json)
 
     @property
     def name(self) -> str:
         return str(self.payload["name"])
+
+    @property
+    def class_metrics(self) -> list[str]:
+        """``best_val_iou_<name>`` of each class the task scores."""
+        return class_metrics(self.task)
+
+
+def run_task(client: MlflowClient, run_id: str) -> Task | None:
+    """The task a run logged (``task.json``); None for a run without one (it trained before tasks: Mars)."""
+    try:
+        return task_from_dict(json.loads(_read_text(client, run_id, TASK_ARTIFACT)), f"{TASK_ARTIFACT} of run {run_id}")
+    except (mlflow.exceptions.MlflowException, OSError, ValueError, SpecError):
+        return None
 
 
 def find_parent(ref: str) -> mlflow.entities.Run:
@@ -60,22 +82,26 @@ def collect(ref: str) -> AblationRecord:
     pid, exp_id = parent.info.run_id, parent.info.experiment_id
     payload = json.loads(_read_text(client, pid, "ablation.json"))
     wanted = {(a["spec_hash"], str(s)): k for k, a in payload["arms"].items() for s in payload["seeds"]}
-    rows = []
+    rows, task = [], None
     for run in child_runs(client, parent):
         tags = run.data.tags
         key = (tags.get("arm_hash"), tags.get("seed"))
         if key not in wanted:
             continue  # a run of an earlier definition of this ablation
+        if task is None and run.info.status == "FINISHED":
+            task = run_task(client, run.info.run_id) or MARS  # the arms of one ablation share their data
+        metrics = class_metrics(task or MARS)
         arm = payload["arms"][wanted[key]]
         row = {"variant": wanted[key], "factor": arm["factor"], "label": arm["variant"], "seed": int(key[1]),
                "status": run.info.status, "run_id": run.info.run_id, "start_time": run.info.start_time}
         row["val_miou"] = run.data.metrics.get("best_val_miou", float("nan"))
-        for m in CLASS_METRICS + COST_METRICS:
+        for m in metrics + COST_METRICS:
             row[m] = run.data.metrics.get(m, float("nan"))
         rows.append(row)
+    task = task or MARS
     runs = pd.DataFrame(rows, columns=["variant", "factor", "label", "seed", "status", "run_id", "start_time",
-                                       "val_miou", *CLASS_METRICS, *COST_METRICS])
-    return AblationRecord(pid, exp_id, payload, _one_per_pair(runs))
+                                       "val_miou", *class_metrics(task), *COST_METRICS])
+    return AblationRecord(pid, exp_id, payload, _one_per_pair(runs), task)
 
 
 def _one_per_pair(runs: pd.DataFrame) -> pd.DataFrame:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ablate.ablation.collect import AblationRecord
 from ablate.errors import AblateError
-from ablate.scoring import CLASS_COLOURS, CLASS_NAMES, per_image_iou, per_image_miou
+from ablate.scoring import per_image_iou, per_image_miou
 
 if TYPE_CHECKING:
     from ablate.ablation.images import ImageComparison
@@ -64,11 +64,11 @@ def _write_figure(record: AblationRecord, per: pd.DataFrame, c: ImageComparison,
         scores = (float(logged.get(c.baseline, math.nan)), float(logged.get(c.variant, math.nan)))
         pair = preds[n] if preds else None
         if pair is not None:  # score what is shown; it should be what the run logged
-            shown = per_image_miou(per_image_iou(np.stack([data.masks[i]] * 2), np.stack(pair)))
+            shown = per_image_miou(per_image_iou(np.stack([data.masks[i]] * 2), np.stack(pair), task=record.task))
             drift |= not np.allclose(shown, scores, atol=1e-6, equal_nan=True)
             scores = (float(shown[0]), float(shown[1]))
-        rows.append(_Row(i, d, kind, seed, data.images[i, ..., 0], data.masks[i], pair, scores))
-    _plot(rows, c, path)
+        rows.append(_Row(i, d, kind, seed, data.images[i], data.masks[i], pair, scores))
+    _plot(rows, c, path, record)
     if drift:
         note = "the rebuilt predictions score differently from what the runs logged (titles show the rebuilt ones)."
     return True, note
@@ -80,7 +80,7 @@ class _Row:
     delta: float
     kind: str
     seed: int
-    image: np.ndarray
+    image: np.ndarray  # (H, W, C) in [0, 1]
     truth: np.ndarray
     preds: tuple[np.ndarray, np.ndarray] | None  # (baseline, variant)
     scores: tuple[float, float]  # per-image mIoU of (baseline, variant)
@@ -109,7 +109,7 @@ def _load_data(record: AblationRecord, arm: str, run_id: str | None) -> tuple[An
         if not Path(path).is_file():
             continue
         try:
-            data = shared_data(path, spec_data.get("limit"))
+            data = shared_data(path, spec_data.get("limit"), record.task)
         except _MISSING:
             continue
         if tags.get("data_fingerprint") not in (None, data.fingerprint):
@@ -174,14 +174,16 @@ def _load_model(run_id: str) -> Any:
             return None
 
 
-def _plot(rows: list[_Row], c: ImageComparison, path: Path) -> None:
+def _plot(rows: list[_Row], c: ImageComparison, path: Path, record: AblationRecord) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from ablate.tracking import colourize
+    from ablate.tracking import colourize, display_rgb, legend_entries
+
+    task = record.task
 
     full = rows[0].preds is not None
     cols = 4 if full else 2
@@ -189,24 +191,25 @@ def _plot(rows: list[_Row], c: ImageComparison, path: Path) -> None:
     row_height = width / cols / 2 + 0.4  # images are twice as wide as high, plus a title line
     fig, axes = plt.subplots(len(rows), cols, figsize=(width, row_height * len(rows) + 1.0), squeeze=False)
     for r, ax in zip(rows, axes, strict=True):
-        ax[0].imshow(r.image, cmap="gray", vmin=0, vmax=1)
-        ax[1].imshow(colourize(r.truth))
+        ax[0].imshow(display_rgb(r.image))
+        ax[1].imshow(colourize(r.truth, task))
         ax[0].set_title(f"#{r.index} {r.kind} {r.delta:+.3f}", fontsize=7,
                         color="tab:green" if r.kind == "gain" else "tab:red")
         if r.preds is not None:
             ax[1].set_title("truth", fontsize=7)
             for j, (arm, pred, iou) in enumerate(zip((c.baseline, c.variant), r.preds, r.scores, strict=True)):
-                ax[2 + j].imshow(colourize(pred))
+                ax[2 + j].imshow(colourize(pred, task))
                 ax[2 + j].set_title(f"{arm} (seed {r.seed}) mIoU {iou:.3f}", fontsize=7)
         else:
             ax[1].set_title(f"truth; seed {r.seed}: {c.baseline} {r.scores[0]:.3f} -> "
                             f"{c.variant} {r.scores[1]:.3f}", fontsize=7)
         for a in ax:
             a.axis("off")
-    names = [f"{CLASS_NAMES[0]} (not scored)", *CLASS_NAMES[1:]]
+    names = [f"{name} (not scored)" if k < task.num_classes and k not in task.scored_ids else name
+             for k, (name, _) in enumerate(legend_entries(task))]
     handles = [Patch(facecolor=(rgb[0] / 255, rgb[1] / 255, rgb[2] / 255), edgecolor="black", label=name)
-               for name, rgb in zip(names, CLASS_COLOURS, strict=True)]
-    fig.legend(handles=handles, loc="lower center", ncol=3 if cols == 2 else len(handles), fontsize=7,
+               for name, (_, rgb) in zip(names, legend_entries(task), strict=True)]
+    fig.legend(handles=handles, loc="lower center", ncol=3 if cols == 2 else min(len(handles), 5), fontsize=7,
                frameon=False)
     fig.suptitle(f"`{c.variant}` vs `{c.baseline}`: images it gains most on (green), loses most on (red)\n"
                  "#: image index in the data set; delta: per-image mIoU change, mean over seeds", fontsize=8)

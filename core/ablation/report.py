@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from ablate.ablation.collect import CLASS_METRICS, COST_METRICS, AblationRecord, collect
+from ablate.ablation.collect import COST_METRICS, AblationRecord, collect
 from ablate.ablation.design import BASELINE
 from ablate.ablation.html import to_html
 from ablate.ablation.words import baseline_sentence, comparison_line, reason, what_changes
@@ -42,7 +42,7 @@ def ablation_table(record: AblationRecord) -> pd.DataFrame:
     order = list(payload["arms"])
     alpha = float(payload.get("alpha", 0.05))
     main = compare_arms(runs, metric="val_miou", baseline=BASELINE, alpha=alpha)
-    per_class = compare_arms(runs, baseline=BASELINE, metrics=CLASS_METRICS, alpha=alpha)
+    per_class = compare_arms(runs, baseline=BASELINE, metrics=record.class_metrics, alpha=alpha)
     keep = [c for c in per_class.columns if c.endswith((".mean", ".delta", ".p_adj", ".verdict"))]
     table = main.merge(per_class[["variant", *keep]], on="variant")
     ok = runs[runs["status"] == "FINISHED"]
@@ -181,15 +181,16 @@ def markdown(record: AblationRecord, table: pd.DataFrame, sections: Sequence[str
                           ("masks.png", "The same validation images predicted by every arm")):
         if name in figures:
             lines += ["", f"![{caption}]({name})"]
+    class_metrics = _class_metrics(table)
     lines += ["", "## Per-class IoU delta vs baseline", "",
-              "| variant | " + " | ".join(m.removeprefix("best_val_iou_") for m in CLASS_METRICS) + " |",
-              "|---|" + "---|" * len(CLASS_METRICS)]
+              "| variant | " + " | ".join(m.removeprefix("best_val_iou_") for m in class_metrics) + " |",
+              "|---|" + "---|" * len(class_metrics)]
     for _, r in table.iterrows():
         if r["variant"] == BASELINE:
-            cells = [_fmt(r[f"{m}.mean"]) for m in CLASS_METRICS]
+            cells = [_fmt(r[f"{m}.mean"]) for m in class_metrics]
             lines.append(f"| baseline (IoU) | {' | '.join(cells)} |")
         else:
-            cells = [_fmt(r[f"{m}.delta"], signed=True) for m in CLASS_METRICS]
+            cells = [_fmt(r[f"{m}.delta"], signed=True) for m in class_metrics]
             lines.append(f"| {r['variant']} | {' | '.join(cells)} |")
     for section in sections:
         if section:
@@ -229,14 +230,20 @@ def deltas_plot(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def _class_metrics(table: pd.DataFrame) -> list[str]:
+    """The per-class metrics an :func:`ablation_table` holds (``best_val_iou_<name>``, the task's scored classes)."""
+    return [c.removesuffix(".delta") for c in table.columns if c.startswith("best_val_iou_") and c.endswith(".delta")]
+
+
 def per_class_plot(table: pd.DataFrame, path: Path) -> None:
     plt = _plt()
     rows = table[table["variant"] != BASELINE]
-    data = rows[[f"{m}.delta" for m in CLASS_METRICS]].to_numpy(dtype=float)
+    class_metrics = _class_metrics(table)
+    data = rows[[f"{m}.delta" for m in class_metrics]].to_numpy(dtype=float)
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * max(len(rows), 2) + 1.5))
     lim = np.nanmax(np.abs(data)) if np.isfinite(data).any() else 0.1
     im = ax.imshow(data, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
-    names = [m.removeprefix("best_val_iou_") for m in CLASS_METRICS]
+    names = [m.removeprefix("best_val_iou_") for m in class_metrics]
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(rows)), rows["variant"])
     for i in range(data.shape[0]):
@@ -254,6 +261,7 @@ def masks_plot(record: AblationRecord, path: Path, n_images: int = 4) -> bool:
     from ablate.data.npz import read_arrays  # by key, header-checked: a store's file is read like a user's
     from ablate.tracking import SAMPLE_ARTIFACT, colourize
 
+    task = record.task
     runs = record.runs[record.runs["status"] == "FINISHED"]
     if runs.empty:
         return False
@@ -276,8 +284,9 @@ def masks_plot(record: AblationRecord, path: Path, n_images: int = 4) -> bool:
     plt = _plt()
     fig, axes = plt.subplots(n, len(cols), figsize=(1.9 * len(cols), 1.1 * n + 0.6), squeeze=False)
     for i in range(n):
-        panels = [np.repeat(first["images"][i][..., None], 3, -1), colourize(first["truth"][i])]
-        panels += [colourize(s["pred"][i]) for s in samples.values()]
+        image = first["images"][i]
+        panels = [image if image.ndim == 3 else np.repeat(image[..., None], 3, -1), colourize(first["truth"][i], task)]
+        panels += [colourize(s["pred"][i], task) for s in samples.values()]
         for j, panel in enumerate(panels):
             axes[i, j].imshow(panel)
             axes[i, j].axis("off")

@@ -1,8 +1,10 @@
 """Bottlenecks: the block at the lowest resolution, between encoder and decoder.
 
-On a 64x128 input the bottleneck map is small (8x16 at depth 3, 4x8 at depth 4, 2x4 at depth 5),
-so dilation rates and pooling bins default to values that still see real pixels there. The
-transformer bottleneck lives in ``ablate.blocks.transformer``.
+The bottleneck map is the task's input divided by 2^depth (``ablate.task.check_depth`` keeps at
+least 2 pixels a side). On the Mars task's 64x128 input it is small (8x16 at depth 3, 4x8 at
+depth 4, 2x4 at depth 5), so dilation rates and pooling bins default to values that still see
+real pixels there; on a larger input they see relatively less context. The transformer
+bottleneck lives in ``ablate.blocks.transformer``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Transformer bottleneck: multi-head self-attention over the bottleneck's pixels as tokens.
 
-At depth 4 a 64x128 input leaves a 4x8 map: 32 tokens, cheap enough for full attention. The
+The tokens are the bottleneck's pixels: the task's input divided by 2^depth. At depth 4 the
+Mars task's 64x128 input leaves a 4x8 map: 32 tokens, cheap enough for full attention (a
+512x512 input at depth 4 leaves 1,024 tokens: attention costs grow with their square). The
 positional embeddings are learned for that token count, so a model is tied to its input size.
 """
 
