@@ -199,18 +199,20 @@ def check_drop_path(branch: Branch, where: str) -> None:
     """
     if not branch.reg.drop_path:
         return
-    slots = [s for s in BRANCH.slots if s.role != POLICY and branch.blocks[s.key] is not None]
+    takers = {s.key: names for s in BRANCH.slots  # the slots some block of which takes a drop-path rate
+              if (names := [n for n in s.registry.names() if "drop_path" in s.registry.keys(n)])}
+    slots = [s for s in BRANCH.slots  # the stage-width slots, and any other that has a taker
+             if (s.key in takers or "filters" in s.registry.supplied) and branch.blocks[s.key] is not None]
     if any(s.registry.takes(branch.blocks[s.key], "drop_path") and "drop_path" not in s.registry.split(
             branch.blocks[s.key])[1] for s in slots):
         return
     used = ", ".join(f"{s.key} '{s.registry.split(branch.blocks[s.key])[0]}'" for s in slots)
-    takers = "; ".join(f"{s.key}: {', '.join(names)}" for s in BRANCH.slots
-                       if (names := [n for n in s.registry.names() if "drop_path" in s.registry.keys(n)]))
+    listed = "; ".join(f"{key}: {', '.join(names)}" for key, names in takers.items())
     policy = BRANCH.at(POLICY)[0]
     raise SpecError(
         f"{where}.{policy.key} (type '{policy.registry.split(branch.blocks[policy.key])[0]}') has no effect: "
         f"no block of this branch receives its drop-path rate ({used}; a block's own drop_path wins). "
-        f"Blocks that take drop_path: {takers}. Pick one of them or another regularizer."
+        f"Blocks that take drop_path: {listed}. Pick one of them or another regularizer."
     )
 
 
