@@ -295,3 +295,26 @@ def test_a_one_epoch_fit_on_an_rgb_seven_class_task_logs_every_scored_class(tmp_
     assert {f"best_val_iou_{n}" for n in RGB7.scored_names} <= set(summary)
     assert set(result.extras["per_image"].columns) == {"index", "miou", *(f"iou_{n}" for n in RGB7.scored_names)}
     assert summary["best_val_miou"] == pytest.approx(result.best["val_miou"], abs=1e-5)
+
+
+# --- study objectives name the task's classes --------------------------------------------------
+
+def test_study_objectives_must_name_a_scored_class_of_the_study_task() -> None:
+    from ablate.study.space import Objective, StudyDef
+
+    def plan(base: dict, metric: str) -> StudyDef:
+        return StudyDef("s", base, {}, [Objective(metric=metric)], {"type": "tpe"}, {"type": "none"}, 1)
+
+    rgb = {"task": RGB7.to_dict(), "data": {"path": None}}
+    assert plan(rgb, "val_iou_car").task == RGB7
+    with pytest.raises(SpecError, match=r"'val_iou_soil' is not logged for this study's task; expected one of "
+                                        r"val_miou, val_iou_void, .*val_iou_car"):
+        plan(rgb, "val_iou_soil")
+    with pytest.raises(SpecError, match="val_iou_car"):
+        plan({"data": {"path": None}}, "val_iou_car")  # the synthetic default is the Mars task
+    inferred = plan({"data": {"path": "any.npz"}}, "val_iou_car")  # the data decides: checked by the trial
+    assert inferred.task is None and inferred.report_metric == "val_iou_car"
+    with pytest.raises(SpecError, match=r"'val_iou_car' was not logged by this trial; its task logs val_iou_soil"):
+        inferred.values({"best_val_miou": 0.5, "best_val_iou_soil": 0.4})
+    with pytest.raises(ValueError, match="unknown metric 'miou'"):
+        Objective(metric="miou")

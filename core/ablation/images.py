@@ -187,8 +187,8 @@ def _top(rows: pd.DataFrame) -> tuple[tuple[int, float], ...]:
 # --- the report section ------------------------------------------------------------------
 
 INTRO = (
-    "Per-image mIoU: the mean IoU over classes 1-4 present in the image's truth or predicted on its "
-    "labelled pixels (unlabelled pixels ignored, as in the dataset metric). Each image's delta (variant - "
+    "Per-image mIoU: the mean IoU over the scored classes present in the image's truth or predicted on its "
+    "scored pixels (pixels of the ignore label left out, as in the dataset metric). Each image's delta (variant - "
     "baseline) is paired within a seed (same split) and averaged over the seeds in which the image is "
     "validated. The mean per-image delta weighs every image equally, so it differs from the seed-level mIoU "
     "delta, which pools the pixels of all images. Images are not independent replicates of training "

@@ -236,7 +236,13 @@ class StudyDef:
 
     def values(self, summary: Mapping[str, float]) -> list[float]:
         """The objective values of a finished run's summary (``ablate.runner.summarize``)."""
-        return [float(summary[f"best_{m}" if is_epoch_metric(m) else m]) for m in self.metric_names]
+        keys = [f"best_{m}" if is_epoch_metric(m) else m for m in self.metric_names]
+        missing = [k for k in keys if k not in summary]
+        if missing:  # a per-class objective of a task inferred from the data, which has no such class
+            logged = ", ".join(sorted(k.removeprefix("best_") for k in summary if k.startswith("best_val_")))
+            raise SpecError(f"objective metric '{missing[0].removeprefix('best_')}' was not logged by this "
+                            f"trial; its task logs {logged}.")
+        return [float(summary[k]) for k in keys]
 
     # --- sampler and pruner ----------------------------------------------------------------
 
