@@ -25,7 +25,7 @@ from ablate import load_all
 from ablate.blocks.base import DropPath
 from ablate.errors import SpecError
 from ablate.models import build_model
-from ablate.registry import ALL_REGISTRIES, CONV_BLOCKS, REGULARIZERS, SKIPS
+from ablate.registry import ALL_REGISTRIES, BRANCH, CONV_BLOCKS, REGULARIZERS, SKIPS
 from ablate.spec import check_buildable, load_spec
 
 load_all()  # registers every block
@@ -33,8 +33,8 @@ load_all()  # registers every block
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 2
 TINY = {"depth": 2, "filters": 4}  # a few thousand weights: well under a second per model on a CPU
-MODEL_KEY = {"skips": "skip", "conv_blocks": "conv", "bottlenecks": "bottleneck", "upsamplers": "upsample",
-             "regularizers": "regularizer", "fusions": "fusion"}
+# Registry key -> the model key its blocks go under: every slot of the schema, and the coarse-fine fusion.
+MODEL_KEY = {**{slot.registry.key: slot.key for slot in BRANCH.slots}, "fusions": "fusion"}
 CASES = [(kind, name) for kind in MODEL_KEY for name in ALL_REGISTRIES[kind].names()]
 
 
@@ -181,10 +181,9 @@ def test_unknown_name_lists_known_names_and_the_closest() -> None:
         SKIPS.get("atention")
 
 
-@pytest.mark.parametrize("key", ["conv", "skip", "bottleneck", "regularizer", "upsample"])
+@pytest.mark.parametrize("key", [slot.key for slot in BRANCH.slots])
 def test_unknown_key_in_a_nested_block_is_named(key: str) -> None:
-    kind = next(kind for kind, model_key in MODEL_KEY.items() if model_key == key)
-    block = {"type": ALL_REGISTRIES[kind].names()[-1], "bogus": 1}
+    block = {"type": BRANCH.slot(key).choices()[-1], "bogus": 1}
     with pytest.raises(SpecError, match=rf"Unknown key 'bogus' in model\.{key} \(type '{block['type']}'\)"):
         load_spec({"model": {"type": "unet", key: block}})
 
