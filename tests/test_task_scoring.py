@@ -9,6 +9,7 @@ predicted class, the mean is over the scored classes present in truth or predict
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -318,3 +319,62 @@ def test_study_objectives_must_name_a_scored_class_of_the_study_task() -> None:
         inferred.values({"best_val_miou": 0.5, "best_val_iou_soil": 0.4})
     with pytest.raises(ValueError, match="unknown metric 'miou'"):
         Objective(metric="miou")
+
+
+# --- a tracked run logs its task ---------------------------------------------------------------
+
+def test_a_tracked_run_logs_task_json_and_the_tasks_per_class_figures(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    import mlflow
+    import pandas as pd
+    from helpers import PRESET, TINY_MODEL
+    from mlflow.tracking import MlflowClient
+
+    from ablate import load_all, tracking
+    from ablate.runner import PER_IMAGE_ARTIFACT, TASK_ARTIFACT, run_spec
+    from ablate.spec import load_spec
+    from ablate.task import task_from_dict
+
+    load_all()
+    images, masks = rgb_pair(40)
+    data = tmp_path / "rgb7.npz"
+    np.savez(data, images=images, masks=masks)
+    previous = mlflow.get_tracking_uri()
+    tracking.setup(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        spec = load_spec(PRESET, [f"data.path={data}", *TINY_MODEL, "train.epochs=1", "train.batch_size=8",
+                                  "tracking.mask_every=1", "tracking.mask_images=2", "tracking.log_model=false",
+                                  f"task={json.dumps(RGB7.to_dict())}"])
+        outcome = run_spec(spec, experiment="rgb7", verbose=0)
+        client = MlflowClient()
+        logged = task_from_dict(json.loads(Path(client.download_artifacts(outcome.run_id, TASK_ARTIFACT,
+                                                                          str(tmp_path))).read_text()))
+        frame = pd.read_parquet(client.download_artifacts(outcome.run_id, PER_IMAGE_ARTIFACT, str(tmp_path)))
+        metrics = client.get_run(outcome.run_id).data.metrics
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert logged == RGB7
+    assert list(frame.columns) == ["index", "miou", *(f"iou_{n}" for n in RGB7.scored_names)]
+    assert {f"best_val_iou_{n}" for n in RGB7.scored_names} | {f"val_iou_{n}" for n in RGB7.scored_names} <= set(
+        metrics)
+
+
+def test_figures_use_the_task_colours_names_and_an_ignore_colour() -> None:
+    from ablate.ablation.collect import CLASS_METRICS, AblationRecord
+    from ablate.tracking import IGNORE_COLOUR, colourize, confusion_figure, legend_entries, mask_grid
+
+    images, masks = rgb_pair(2)
+    rgb = colourize(masks, RGB7)
+    assert tuple(rgb[0, 0, 0]) == IGNORE_COLOUR and tuple(rgb[0, 10, 90]) == RGB7.palette[6]
+    assert [n for n, _ in legend_entries(RGB7)][-2:] == ["car", "255 (not scored)"]
+    grid = mask_grid(images, masks, np.minimum(masks, 6), "epoch 1", RGB7)
+    assert grid.shape[1] == 3 * 96 + 8 and grid.shape[0] > 2 * 48 + 36  # the legend wraps onto more lines
+    np.testing.assert_array_equal(grid[14 : 14 + 48, :96], (np.clip(images[0], 0, 1) * 255).astype(np.uint8))
+    fig = confusion_figure(confusion_matrix(masks, np.minimum(masks, 6), task=RGB7), RGB7)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(RGB7.scored_names)
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(RGB7.classes)
+    assert CLASS_METRICS == ["best_val_iou_soil", "best_val_iou_bedrock", "best_val_iou_sand", "best_val_iou_big_rock"]
+    record = AblationRecord("p", "0", {"name": "x"}, None, RGB7)  # type: ignore[arg-type]
+    assert record.class_metrics == [f"best_val_iou_{n}" for n in RGB7.classes]
