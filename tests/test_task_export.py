@@ -271,3 +271,26 @@ def test_a_task_json_that_disagrees_with_the_model_is_one_error_line(exported: E
     assert not MlflowClient(exported.uri).search_registered_models("name LIKE 'bad-%'")
     with pytest.raises(ExportError, match=r"expected inputs \(None, 64, 128, 1\)"):
         load_keras(model_file, MARS)
+
+
+def test_a_tracked_run_of_the_task_exports_refits_and_predicts_from_the_store(exported: Exported,
+                                                                               tmp_path: Path) -> None:
+    """The whole path: `ablate run` logs task.json, export reads it (also for a refit), predict by run id."""
+    from ablate.data.synth_task import generate_task
+    from ablate.runner import run_spec
+
+    data = tmp_path / "gen.npz"
+    np.savez_compressed(data, **generate_task(TASK, 48, n_test=4, seed=0))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(exported.root)
+        run_id = run_spec(validate(spec_dict(data)), "rgb-tracked", verbose=0).run_id
+        result = export_model(Selector(run_id=run_id), out=tmp_path / "out", name="rgb-tracked", refit=True,
+                              tracking_uri=exported.uri)
+    assert result.task == TASK and result.model_run_id != run_id
+    assert {c.name for c in result.checks} == FORMATS and all(c.ok for c in result.checks)
+    assert Task.model_validate(json.loads((result.out_dir / "preprocessing.json").read_text())["task"]) == TASK
+    by_run = load_predictor(run_id)  # the training run's model/model.keras and its task.json
+    assert by_run.task == TASK
+    res = predict_file(by_run, data, tmp_path / "masks.npz")
+    masks = np.load(res.out)["masks"]
+    assert masks.shape == (4, 48, 96) and masks.max() < TASK.num_classes

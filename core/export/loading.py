@@ -225,12 +225,12 @@ def _store_task(root: str, dst: Path) -> Task | None:
 
     candidates = [root.rpartition("/")[0] if root.endswith(".keras") else root]
     if root.startswith("runs:/"):
-        candidates.append("runs:/" + root.removeprefix("runs:/").partition("/")[0])
+        candidates.append("runs:/" + root.removeprefix("runs:/").partition("/")[0])  # the run's root
     for folder in candidates:
         if _exists(folder, TASK_FILE):
             dst.mkdir(parents=True, exist_ok=True)
-            local = mlflow.artifacts.download_artifacts(artifact_uri=f"{folder}/{TASK_FILE}", dst_path=str(dst))
-            return read_task_file(Path(local))
+            uri = f"{folder.rstrip('/')}/{TASK_FILE}"
+            return read_task_file(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))))
     return None
 
 
@@ -252,7 +252,9 @@ def _exists(root: str, rel: str) -> bool:
     from mlflow.artifacts import list_artifacts
     from mlflow.exceptions import MlflowException
 
-    parent, _, name = f"{root}/{rel}".rpartition("/")
+    parent, _, name = f"{root.rstrip('/')}/{rel}".rpartition("/")
+    if parent.startswith("runs:/") and "/" not in parent.removeprefix("runs:/"):
+        parent += "/"  # a run's root: MLflow needs runs:/ID/
     try:
         return any(f.path.rstrip("/").rpartition("/")[2] == name and not f.is_dir
                    for f in list_artifacts(artifact_uri=parent))
