@@ -294,3 +294,23 @@ def test_a_tracked_run_of_the_task_exports_refits_and_predicts_from_the_store(ex
     res = predict_file(by_run, data, tmp_path / "masks.npz")
     masks = np.load(res.out)["masks"]
     assert masks.shape == (4, 48, 96) and masks.max() < TASK.num_classes
+
+
+def test_a_grey_task_without_ignore_label_and_mars_overlays() -> None:
+    from ablate.errors import AblateError
+    from ablate.export import card
+    from ablate.export.predict import check_submission, overlay
+
+    grey = Task(height=32, width=64, channels=1, classes=["sky", "rock", "ice"], ignore_label=None)
+    prep = card.preprocessing("m", "1", grey)
+    assert prep["ignore_label"] is None and prep["scored_classes"] == ["sky", "rock", "ice"]
+    assert prep["input"]["layout"] == "(N, 32, 64) or (N, 32, 64, 1), grayscale"
+    assert chk.check_images(grey).shape == (chk.CHECK_IMAGES, 32, 64)
+    image, mask = np.full((32, 64, 1), 0.5, np.float32), np.zeros((32, 64), np.uint8)
+    assert (overlay(image, mask, grey) != 128).any(axis=-1).all()  # every class is tinted, sky included
+    assert (overlay(image[..., 0], mask, MARS) == 128).all()  # Mars: background (the ignore class) is not
+    mask[0, 0] = 1
+    assert tuple(overlay(image[..., 0], mask, MARS)[0, 0]) == tuple(round(64 + c / 2) for c in MARS.palette[1])
+    with pytest.raises(AblateError, match=r"Mars course's submission CSV .* task is 32x64x1 with classes sky, rock"):
+        check_submission(grey)
+    check_submission(MARS)

@@ -153,7 +153,8 @@ def _task_lines(task: Task) -> str:
     kind = "grayscale" if task.channels == 1 else "RGB"
     classes = ", ".join(f"{i} {n}" for i, n in enumerate(task.classes))
     colours = ", ".join(f"{n} #{r:02x}{g:02x}{b:02x}" for n, (r, g, b) in zip(task.classes, task.palette, strict=True))
-    return (f"- Input: {task.height}x{task.width} {kind}, {task.channels} channel(s); images {layout(task)}\n"
+    shapes = layout(task).rpartition(",")[0]  # without the trailing ", RGB" / ", grayscale"
+    return (f"- Input: {task.height}x{task.width} {kind} images, given as {shapes}\n"
             f"- Classes ({task.num_classes}, by label): {classes}\n"
             f"- Colours (figures, overlays): {colours}\n"
             f"- Ignore label: {_ignore_text(task)}\n"
