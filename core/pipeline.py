@@ -24,7 +24,7 @@ def train_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, seed: 
     ds = tf.data.Dataset.from_tensor_slices((images, masks)).cache()
     ds = ds.shuffle(min(shuffle_buffer, len(images)), seed=seed, reshuffle_each_iteration=True)
     if policy:
-        policy.prepare(images, masks)  # e.g. copy-paste's bank of big-rock patches
+        policy.prepare(images, masks)  # e.g. copy-paste's bank of patches of its class
         # One int64 per element from a seeded stream -> a stateless seed pair per element.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(

@@ -24,6 +24,7 @@ from ablate.ablation.words import baseline_sentence, comparison_line, reason, wh
 from ablate.adapters import NOTE_TAG
 from ablate.names import inside
 from ablate.stats import PROB_BETTER_EXPLAINED, compare_arms
+from ablate.task import MARS, Task
 
 REPORT_FILES = ("report.md", "report.csv", "deltas.png", "per_class.png", "masks.png")
 
@@ -130,7 +131,7 @@ def _header(record: AblationRecord, table: pd.DataFrame, findings: Sequence[str]
         f"{int(base['n_ok'])} seeds). {baseline_sentence(payload)}",
         "",
         f"Design: {payload['design']}; {len(payload['arms'])} arms; {seeds_text}. Metric: validation mIoU over "
-        "classes 1-4 (labelled pixels).",
+        f"{_scored_text(record.task)}.",
         "",
         "## What was found",
         "",
@@ -228,6 +229,14 @@ def deltas_plot(table: pd.DataFrame, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _scored_text(task: Task) -> str:
+    """What the mIoU is over, in words: ``classes 1-4 (labelled pixels)`` on Mars."""
+    if task == MARS:
+        return "classes 1-4 (labelled pixels)"
+    left_out = "" if task.ignore_label is None else f"; pixels labelled {task.ignore_label} left out"
+    return f"the scored classes ({', '.join(task.scored_names)}{left_out})"
 
 
 def _class_metrics(table: pd.DataFrame) -> list[str]:
