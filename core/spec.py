@@ -337,6 +337,11 @@ def _validate_blocks(spec: Spec) -> None:
     R.SCHEDULES.validate(spec.schedule, where="schedule")
     for i, aug in enumerate(spec.augment):
         R.AUGMENTATIONS.validate(aug, where=f"augment[{i}]")
+        if task is not None and aug["type"] == "copy_paste":  # the class it pastes, by name: one of the task's
+            name = aug.get("class_name", R.AUGMENTATIONS.schema("copy_paste").defaults.get("class_name"))
+            if task.class_id(name, where=f"augment[{i}].class_name") == task.ignore_label:
+                raise SpecError(f"augment[{i}].class_name names {name!r}, the task's ignore label, which is not "
+                                f"scored; expected one of {', '.join(task.scored_names)}.")
 
 
 def check_buildable(spec: Spec, task: Task | None = None) -> None:

@@ -96,9 +96,11 @@ def check_data(ab: Ablation) -> None:
     """
     from ablate.data.loader import check_header
 
-    for path in sorted({arm.spec.data.path for arm in ab.arms if arm.spec.data.path}):
+    # Each file against the task its arms give (a task: section), else only its layout (the task is inferred).
+    files = {(arm.spec.data.path, arm.spec.task) for arm in ab.arms if arm.spec.data.path}
+    for path, task in sorted(files, key=lambda f: (f[0], f[1].to_json() if f[1] else "")):
         try:
-            check_header(path)
+            check_header(path, task)
         except DataError as e:
             users = [arm.key for arm in ab.arms if arm.spec.data.path == path]
             which = "every arm" if len(users) == len(ab.arms) else f"arm(s) {', '.join(users)[:80]}"

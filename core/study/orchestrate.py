@@ -72,7 +72,7 @@ def check_data(plan: StudyDef) -> None:
         paths |= {param.value(label) for label in param.labels()}
     for path in sorted(p for p in paths if p):
         try:
-            check_header(path)
+            check_header(path, plan.task if plan.base.get("task") is not None else None)  # as the base spec says
         except DataError as e:
             raise DataError(f"study '{plan.name}': {e} No study was created.") from None
 

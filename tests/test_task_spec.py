@@ -1,0 +1,104 @@
+"""The spec's `task:` section: validation in one line, Mars as the default with unchanged hashes, and the
+checks that read the task before any data or model exists (depth, copy-paste's class, a campaign's data)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from helpers import PRESET, ROOT
+
+from ablate.errors import DataError, SpecError
+from ablate.spec import load_spec
+from ablate.task import MARS, Task, check_depth, max_depth, task_from_dict
+
+RGB7 = {"height": 48, "width": 96, "channels": 3, "ignore_label": 255,
+        "classes": ["void", "grass", "road", "water", "building", "tree", "car"]}
+
+
+def _task_override(task: dict) -> str:
+    return "task=" + yaml.safe_dump(task, default_flow_style=True).strip()
+
+
+def test_mars_is_the_default_and_stating_it_keeps_the_hash() -> None:
+    plain = load_spec(PRESET)
+    stated = load_spec(PRESET, [_task_override({"height": 64, "width": 128})])
+    other = load_spec(PRESET, [_task_override(RGB7)])
+    assert plain.task is None and plain.given_task() == MARS and stated.task == MARS
+    assert plain.spec_hash == stated.spec_hash != other.spec_hash
+    assert "task.height" not in plain.flat() and other.flat()["task.channels"] == "3"
+    # the hash of the preset as it was before tasks existed (commit 29cf836): runs already in a store match
+    assert plain.spec_hash == "bbf4944edf46"
+
+
+def test_a_spec_with_a_data_file_and_no_task_leaves_the_task_to_the_file(tmp_path: Path) -> None:
+    spec = load_spec(PRESET, [f"data.path={tmp_path / 'x.npz'}", "model.depth=5"])
+    assert spec.given_task() is None  # depth 5 is not checked against Mars's size: the file decides
+
+
+@pytest.mark.parametrize(("task", "message"), [
+    ({"classes": ["a", "a"]}, r"class names must be distinct"),
+    ({"classes": ["Big Rock", "b"]}, r"class name 'Big Rock' must be 1-40 lower-case letters"),
+    ({"classes": ["a"]}, r"'task\.classes': List should have at least 2 items"),
+    ({"scored": ["rock"]}, r"scored names \['rock'\] that are not classes; expected some of"),
+    ({"scored": ["background"]}, r"class 'background' is the ignore label \(0\) and cannot be scored"),
+    ({"channels": 2}, r"'task\.channels': Input should be 1 or 3"),
+    ({"ignore_label": 256}, r"'task\.ignore_label': Input should be less than or equal to 255"),
+    ({"colours": [[0, 0, 0]]}, r"colours must hold one \[r, g, b\] of 0-255 per class \(5\)"),
+    ({"classes": ["a", "b"], "ignore_label": None, "scored": []}, r"scored must name one or more"),
+    ({"colour": []}, r"Unknown key 'colour' in task"),
+])
+def test_a_bad_task_is_one_line_naming_what_is_wrong(task: dict, message: str) -> None:
+    with pytest.raises(SpecError, match=message) as err:
+        load_spec(PRESET, [_task_override(task)])
+    assert "\n" not in str(err.value)
+
+
+def test_depth_is_checked_against_the_tasks_size_with_the_figures() -> None:
+    with pytest.raises(SpecError, match=r"model\.depth=3 is not possible for a 48x100 input: 100 is not divisible "
+                                        r"by 2\^3 = 8; expected a depth from 1 to 2"):
+        load_spec(PRESET, [_task_override({"height": 48, "width": 100}), "model.depth=3"])
+    assert load_spec(PRESET, [_task_override(RGB7), "model.depth=4"]).model["depth"] == 4
+    assert (max_depth(64, 128), max_depth(48, 96), max_depth(256, 256), max_depth(7, 7)) == (5, 4, 7, 0)
+    with pytest.raises(SpecError, match=r"the bottleneck would be 1x2 pixels"):
+        check_depth(6, 64, 128)
+
+
+def test_copy_paste_names_a_class_of_the_task_when_the_spec_is_read() -> None:
+    ok = load_spec(PRESET, [_task_override(RGB7), "augment=[{type: copy_paste, class_name: car}]"])
+    assert ok.augment[0]["class_name"] == "car"
+    with pytest.raises(SpecError, match=r"augment\[0\]\.class_name names class 'car', which this task does not have; "
+                                        r"expected one of background, soil"):
+        load_spec(PRESET, ["augment=[{type: copy_paste, class_name: car}]"])
+    with pytest.raises(SpecError, match=r"names 'background', the task's ignore label"):
+        load_spec(PRESET, ["augment=[{type: copy_paste, class_name: background}]"])
+
+
+def test_the_task_round_trips_through_json_and_derives_what_scoring_needs() -> None:
+    task = task_from_dict(RGB7)
+    assert task_from_dict(__import__("json").loads(task.to_json())) == task
+    assert task.scored_ids == tuple(range(7)) and not task.ignore_is_class
+    assert task.valid_labels == (*range(7), 255) and len(task.palette) == 7
+    assert MARS.scored_ids == (1, 2, 3, 4) and MARS.ignore_is_class and MARS.valid_labels == (0, 1, 2, 3, 4)
+    none = Task(classes=["a", "b", "c"], ignore_label=None, scored=["b", "c"])
+    assert none.scored_ids == (1, 2) and none.valid_labels == (0, 1, 2)
+    assert re.search(r"48x96x3, 7 classes .* ignore label 255, scored: void, grass", task.describe())
+
+
+def test_an_ablation_checks_its_data_against_the_task_before_queueing(tmp_path: Path) -> None:
+    from ablate.ablation.design import load_ablation
+    from ablate.ablation.orchestrate import check_data
+
+    data = tmp_path / "grey.npz"
+    np.savez(data, images=np.zeros((8, 48, 96), np.uint8), masks=np.zeros((8, 48, 96), np.uint8))
+    body = {"name": "t", "base": {"base": str(ROOT / "ablations/presets/unet-baseline.yaml"),
+                                  "data": {"path": str(data)}, "task": RGB7},
+            "design": "one-at-a-time", "seeds": 2, "factors": {"skip": {"add": {"skip": {"type": "add"}}}}}
+    file = tmp_path / "t.yaml"
+    file.write_text(yaml.safe_dump(body))
+    with pytest.raises(DataError, match=r"ablation 't' \(every arm\): .*1 \(grey\) channel.*3 \(RGB\).*Nothing was "
+                                        r"queued"):
+        check_data(load_ablation(file))
