@@ -27,11 +27,8 @@ from ablate.data import npz
 from ablate.data.infer import infer_task, label_legend, label_ranges
 from ablate.data.layout import COURSE_KEYS, DATA_KEYS, LAYOUT_HINT, layout_keys, split_layout
 from ablate.errors import DataError
-from ablate.task import MARS, MARS_CLASSES, Task
+from ablate.task import MARS, Task
 
-HEIGHT, WIDTH = MARS.height, MARS.width  # the course's image size (the Mars task's)
-NUM_CLASSES = MARS.num_classes  # 0 background/unlabelled, 1 soil, 2 bedrock, 3 sand, 4 big rock
-CLASS_NAMES = tuple(name.replace("_", " ") for name in MARS_CLASSES)
 _CHUNK = 1024  # rows validated at a time: bounds memory on float64 files (~1 GB for 7200 pairs)
 
 
