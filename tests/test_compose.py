@@ -118,7 +118,7 @@ def test_worker_image_is_tensorflow_gpu_within_the_project_range() -> None:
     deps = yaml.safe_load(_pyproject_deps())
     tf = next(Requirement(d) for d in deps if d.startswith("tensorflow"))
     assert tf.specifier.contains(version), f"base image TensorFlow {version} is outside {tf.specifier}"
-    assert re.search(r"^RUN pip install \. ", dockerfile, re.M)
+    assert re.search(r"^RUN pip install '\.\[team\]' ", dockerfile, re.M)  # the worker needs the PostgreSQL driver
 
 
 def _pyproject_deps() -> str:
