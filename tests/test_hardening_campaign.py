@@ -179,14 +179,18 @@ def test_trials_that_all_fail_stop_the_campaign_failed(kind, cause, tmp_path, sy
                                                        monkeypatch):
     write, queue = KINDS[kind]
     name = unique(kind)
-    data = synth_npz
+    data, extra = synth_npz, ()
     if cause == "bad_labels":
         data = bad_labels(tmp_path)  # a DataError in the first trial: every trial would fail the same way
+        # The spec names the Mars task, so label 9 is an error; without a task the file's labels would
+        # define one (10 classes, inferred), and the campaign would train.
+        extra = ("task={height: 64, width: 128}",)
     else:
         monkeypatch.setattr("ablate.runner.fit", _crash)  # not an input error, but the first two fail alike
-    code, out, err = cli_in_process(argv(kind, write(tmp_path, name), data), capsys)
+    code, out, err = cli_in_process(argv(kind, write(tmp_path, name), data, *extra), capsys)
 
-    reason = "DataError: Masks hold labels [9]" if cause == "bad_labels" else "RuntimeError: injected training"
+    reason = ("DataError: Masks in 'training_set' hold labels [9]" if cause == "bad_labels"
+              else "RuntimeError: injected training")
     line = assert_clean_failure(code, err, rf"stopped '{queue(name)}': .*failed with {re.escape(reason)}")
     assert "first 2 trials failed the same way" in line or cause == "bad_labels"
     trials = assert_failed_cleanly(stores, name, queue(name), reason)
