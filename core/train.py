@@ -114,6 +114,9 @@ def shared_data(path: str, limit: int | None, task: Task | None = None) -> MarsD
             return data
     if key not in _DATA:
         data = load_npz(path, limit=limit, task=task)
+        if task is None and data.task != MARS:  # once per file and process: the user never named these classes
+            print(f"task inferred from '{Path(path).name}': {data.task.describe()} "
+                  f"(name the classes in the spec's task: section)", flush=True)
         for array in (data.images, data.masks, data.groups):
             if array is not None:
                 array.flags.writeable = False

@@ -102,3 +102,21 @@ def test_an_ablation_checks_its_data_against_the_task_before_queueing(tmp_path: 
     with pytest.raises(DataError, match=r"ablation 't' \(every arm\): .*1 \(grey\) channel.*3 \(RGB\).*Nothing was "
                                         r"queued"):
         check_data(load_ablation(file))
+
+
+def test_a_run_says_once_which_task_it_inferred_from_the_file(tmp_path: Path, synth_npz: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from ablate.train import shared_data
+
+    data = tmp_path / "rgb.npz"
+    masks = np.zeros((6, 48, 96), np.uint8)
+    masks[:, :4] = 255
+    masks[:, 10:] = 2
+    np.savez(data, images=np.zeros((6, 48, 96, 3), np.uint8), masks=masks)
+    assert shared_data(str(data), None).task.num_classes == 3
+    shared_data(str(data), None)  # the same file again: no second line
+    out = capsys.readouterr().out
+    assert out.count("task inferred from 'rgb.npz': 48x96x3, 3 classes (class_0, class_1, class_2), "
+                     "ignore label 255") == 1, out
+    assert shared_data(str(synth_npz), None).task == MARS  # the course's Mars file: nothing to say
+    assert "inferred" not in capsys.readouterr().out
