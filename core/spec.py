@@ -362,11 +362,12 @@ def check_buildable(spec: Spec, task: Task | None = None) -> None:
     from ablate import registry as R
 
     task = task or spec.given_task() or MARS
-    key = (json.dumps(spec.model, sort_keys=True, default=str), task.to_json())
+    slots = ",".join(f"{s.key}:{s.role}:{s.required}" for s in R.BRANCH.slots)  # a slot declared since: check again
+    key = (json.dumps(spec.model, sort_keys=True, default=str), task.to_json(), slots)
     if key in _BUILDABLE:
         return
     R.MODELS.get(spec.model["type"])().check(spec.model, task)
     _BUILDABLE.add(key)
 
 
-_BUILDABLE: set[tuple[str, str]] = set()  # (model section, task) pairs that passed check_buildable in this process
+_BUILDABLE: set[tuple[str, str, str]] = set()  # (model section, task, slots) that passed check_buildable here
