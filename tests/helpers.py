@@ -191,3 +191,28 @@ def cli_in_process(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> t
         code = int(e.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# --- a process that cannot import the project ------------------------------------------------
+
+_NO_PROJECT = """
+import sys
+sys.path.append({site!r})
+try:
+    import ablate
+except ImportError:
+    pass
+else:
+    raise SystemExit("ablate is importable: the check is not clean")
+"""
+
+
+def run_without_project(code: str, cwd: Path) -> None:
+    """Runs ``code`` in an isolated Python (``-I -S``) that sees the installed numpy and TensorFlow but not
+    this project (the editable install's .pth files are not read); fails the test unless it exits 0."""
+    import sysconfig
+
+    site = sysconfig.get_paths()["purelib"]
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", _NO_PROJECT.format(site=site) + code], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +24,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from helpers import assert_one_error_line, free_port
+from helpers import assert_one_error_line, free_port, run_without_project
 from mlflow.tracking import MlflowClient
 
 from ablate import load_all, tracking
@@ -205,28 +204,16 @@ def test_model_card_and_preprocessing_record_the_choice(store: Store) -> None:
 def test_saved_model_runs_in_a_process_that_cannot_import_the_project(store: Store, tmp_path: Path) -> None:
     images = generate(4, seed=5)["training_set"][:, 0]
     np.save(tmp_path / "images.npy", images)
-    site = sysconfig.get_paths()["purelib"]  # numpy, TensorFlow; without .pth files (the editable install)
-    code = f"""
-import sys
-sys.path.append({site!r})
-try:
-    import ablate
-except ImportError:
-    pass
-else:
-    raise SystemExit("core is importable: the check is not clean")
+    run_without_project(f"""
 import numpy as np, tensorflow as tf
 m = tf.saved_model.load({str(store.ablation.out_dir / 'saved_model')!r})
 x = np.load('images.npy')
 u = m.signatures['serving_uint8'](images=tf.constant(x[..., None]))
 f = m.signatures['serving_default'](images=tf.constant(x.astype('float32') / 255))
 assert u['probabilities'].shape == (4, 64, 128, 5)
-assert 'core' not in sys.modules
+assert 'ablate' not in sys.modules
 np.save('masks.npy', u['masks'].numpy()); np.save('masks_f.npy', f['masks'].numpy())
-"""
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+""", tmp_path)
     expected = expected_masks(store.ablation.out_dir, images)
     expected.check(np.load(tmp_path / "masks.npy"))
     expected.check(np.load(tmp_path / "masks_f.npy"))
