@@ -83,7 +83,7 @@ def load_data(spec: Spec, data: MarsData | None = None) -> Split:
     if data is None:
         path = spec.data.path or str(default_data_path())
         data = shared_data(path, spec.data.limit, spec.given_task())
-    task = getattr(data, "task", MARS)
+    task = data.task
     if spec.task is not None and task != spec.task:
         raise SpecError(f"The data's task ({task.describe()}) is not the spec's task ({spec.task.describe()}).")
     images, masks, groups = data.images, data.masks, data.groups
