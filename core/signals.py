@@ -68,15 +68,27 @@ class _RaiseOnce:
 
     def __init__(self) -> None:
         self.stopping = False
+        self.holds = 0  # > 0 inside ``held()``: a stop is noted in ``pending``, raised later
+        self.pending: int | None = None
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping and signum != signal.SIGINT:
+            return
+        if self.holds:
+            self.pending = self.pending or signum
             return
         if _in_finalizer(frame):  # Python prints and drops an exception raised in __del__: ask again shortly
             threading.Timer(0.2, os.kill, (os.getpid(), signum)).start()
             return
         self.stopping = True
         raise Stopped(signum)
+
+
+    def raise_pending(self) -> None:
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            self.stopping = True
+            raise Stopped(signum)
 
 
 def _in_finalizer(frame: FrameType | None) -> bool:
@@ -105,6 +117,53 @@ def stops_as_interrupt() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _handler() -> _RaiseOnce | None:
+    handler = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+    return handler if isinstance(handler, _RaiseOnce) else None
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Within the block a stop signal is noted, not raised; it is raised when the block ends, or in ``released()``.
+
+    For code that a stop must not cut in two: Optuna's ``study.optimize`` marks a trial RUNNING
+    before it calls the objective and records the objective's end after, and an interrupt between
+    those steps leaves the trial RUNNING until its heartbeat goes stale. Held there, and released
+    inside the objective, a stop always lands where Optuna fails the trial (``ablate.campaign.worker``).
+    Outside ``stops_as_interrupt()`` (or off the main thread) a no-op.
+    """
+    handler = _handler()
+    if handler is None:
+        yield
+        return
+    handler.holds += 1
+    interrupted = False
+    try:
+        yield
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        handler.holds -= 1
+        if not handler.holds and not interrupted:
+            handler.raise_pending()  # a stop that came while held: raised now (replaces an error in flight)
+
+
+@contextlib.contextmanager
+def released() -> Iterator[None]:
+    """Inside ``held()``, a block where stop signals raise at once again; one noted meanwhile raises on entry."""
+    handler = _handler()
+    if handler is None:
+        yield
+        return
+    saved, handler.holds = handler.holds, 0
+    try:
+        handler.raise_pending()
+        yield
+    finally:
+        handler.holds = saved
 
 
 def _prctl() -> Callable[..., int] | None:

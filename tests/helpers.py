@@ -47,6 +47,17 @@ def require_postgres() -> None:
         pytest.skip(f"{reason}; CI runs this test")
 
 
+
+def require_team() -> None:
+    """Skips (with the reason) when the team extra is not installed (``make setup`` alone); under CI=true that fails."""
+    import importlib.util
+
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        reason = "the team extra (optuna-dashboard) is not installed: pip install -e '.[team]', or make test"
+        if in_ci():
+            pytest.fail(f"CI=true but {reason}", pytrace=False)
+        pytest.skip(reason)
+
 requires_real_data = pytest.mark.skipif(
     not real_data_path().exists() and not in_ci(),
     reason=f"real data file {real_data_path()} is absent (it is present in CI, where this test never skips)",

@@ -9,6 +9,8 @@ that read every page, and that the engine imports nothing that uses it.
 from __future__ import annotations
 
 import ast
+import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -158,6 +160,37 @@ def test_a_trial_that_finds_the_queue_empty_is_pruned_not_failed(storage_url: st
     assert trial.state == TrialState.PRUNED and trial.user_attrs == {"empty": True}
     assert toy_round([1]).counts(study) == Counts(total=1)
 
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("step", ["set_trial_state_values", "set_trial_state_values_after_objective"])
+def test_a_stop_while_optuna_starts_or_ends_a_trial_never_leaves_it_running(
+        storage_url: str, tracking_uri: str, step: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM between Optuna marking a queued trial RUNNING and calling the objective (or while it
+    records the trial's end) is held until the objective (or the worker's loop) can take it."""
+    from ablate.signals import Stopped
+
+    study, _ = toy_campaign(storage_url, f"held-{step[-9:]}")
+    enqueue_missing(study, items(1, 2), key)
+    storage, original = study._storage, study._storage.set_trial_state_values
+    wanted = TrialState.RUNNING if step == "set_trial_state_values" else TrialState.COMPLETE
+
+    def signalled(trial_id: int, state: TrialState, values=None) -> bool:  # noqa: ANN001
+        done = original(trial_id, state, values)
+        if state == wanted:
+            os.kill(os.getpid(), signal.SIGTERM)  # the stop arrives inside Optuna's step
+            time.sleep(0.1)
+        return done
+
+    monkeypatch.setattr(storage, "set_trial_state_values", signalled)
+    with pytest.raises(Stopped):
+        work(study, TOY)
+    states = sorted(t.state.name for t in study.get_trials(deepcopy=False))
+    if wanted == TrialState.RUNNING:  # failed inside the objective, and its retry queued (SIGTERM: the platform)
+        assert states == ["FAIL", "WAITING", "WAITING"], states
+    else:  # the first trial completed; the stop is raised before the next one starts
+        assert states == ["COMPLETE", "WAITING"], states
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 # --- the parent run -----------------------------------------------------------------------------
 

@@ -21,7 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PRESET, ROOT, TINY_MODEL, ablate_command, assert_clean_failure, cli_in_process, free_port, own_lines
+from helpers import (
+    PRESET,
+    ROOT,
+    TINY_MODEL,
+    ablate_command,
+    assert_clean_failure,
+    cli_in_process,
+    free_port,
+    own_lines,
+    require_team,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; stops are POSIX")
 
@@ -58,6 +68,31 @@ def test_a_repeated_sigterm_does_not_interrupt_the_clean_up() -> None:
     assert cleaned
 
 
+
+def test_a_stop_while_held_is_raised_when_the_block_ends_or_on_release() -> None:
+    from ablate.signals import Stopped, held, released, stops_as_interrupt
+
+    steps = []
+    with pytest.raises(Stopped, match="SIGTERM"), stops_as_interrupt():
+        with held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            steps.append("held past the signal")
+        steps.append("not reached")
+    assert steps == ["held past the signal"]
+
+    with pytest.raises(Stopped, match="SIGHUP"), stops_as_interrupt(), held():
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(0.2)
+        with released():  # the noted stop raises on entry
+            steps.append("not reached either")
+    with pytest.raises(Stopped, match="SIGTERM"), stops_as_interrupt(), held(), released():
+        os.kill(os.getpid(), signal.SIGTERM)  # released: raises at once
+        time.sleep(5)
+    assert steps == ["held past the signal"]
+    with held(), released():  # outside stops_as_interrupt: no-ops
+        pass
+
 def test_an_ignored_signal_stays_ignored() -> None:
     from ablate.signals import stops_as_interrupt
 
@@ -84,6 +119,8 @@ def test_a_port_in_use_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
         taken.listen()
         port = taken.getsockname()[1]
         for command in (["ui"], ["dashboard", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}"]):
+            if command[0] == "dashboard":
+                require_team()
             code, _, err = cli_in_process([*command, "--port", str(port)], capsys)
             assert_clean_failure(code, err, rf"cannot listen on 127\.0\.0\.1:{port} .*choose another --port")
 
@@ -277,6 +314,7 @@ def test_ui_prints_its_url_once_it_answers_and_its_server_stops_with_it(command:
 
 def test_dashboard_prints_its_url_once_it_answers_and_stops_on_sigterm(command: Callable[..., Command],
                                                                        tmp_path: Path) -> None:
+    require_team()
     port = free_port()
     cmd = command(["dashboard", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--port", str(port)])
     url = _url(cmd.wait_for(lambda: next((ln for ln in cmd.out.read_text().splitlines()

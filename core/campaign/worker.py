@@ -29,7 +29,7 @@ from ablate.campaign.liveness import Heartbeat, beat
 from ablate.campaign.queue import kind_of
 from ablate.campaign.reconcile import tidy
 from ablate.errors import AblateError
-from ablate.signals import Stopped, stops_as_interrupt
+from ablate.signals import Stopped, held, released, stops_as_interrupt
 from ablate.storage import HEARTBEAT_S, MAX_RETRY, load_study, open_storage
 
 OnTrial = Callable[[optuna.Study, FrozenTrial], None]
@@ -81,8 +81,9 @@ def work(study: optuna.Study, kind: TrialKind, max_trials: int | None = None, ve
             tidy(study)
             if kind.has_work(study):
                 try:
-                    study.optimize(objective, n_trials=1, catch=(Exception,),
-                                   callbacks=[on_trial] if on_trial is not None else None)
+                    with held():  # a stop lands inside the objective (released there), where Optuna fails the trial
+                        study.optimize(objective, n_trials=1, catch=(Exception,),
+                                       callbacks=[on_trial] if on_trial is not None else None)
                 except Stopped as e:
                     if e.signum != signal.SIGINT and started:  # stopped by the platform, not by the user
                         retry_interrupted(study, started[-1])
@@ -120,8 +121,9 @@ def _noting_start(objective: Objective, started: list[int]) -> Objective:
 
     def run(trial: optuna.Trial) -> float | Sequence[float]:
         started.append(trial.number)
-        beat(f"trial {trial.number} of {trial.study.study_name} started")
-        return objective(trial)
+        with released():  # a stop noted while Optuna started the trial raises here: the trial fails, not hangs
+            beat(f"trial {trial.number} of {trial.study.study_name} started")
+            return objective(trial)
 
     return run
 
