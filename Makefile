@@ -33,7 +33,7 @@ demo: $(STAMP) $(DEMO_DATA)
 	$(BIN)/ablate ablation run ablations/demo.yaml
 
 test: $(TEAM)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # Ratios measured in one run on this machine; results in benchmarks/results/*.json.
 bench: $(STAMP)

@@ -87,7 +87,7 @@ def train(model: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     keras.backend.clear_session()
     t0 = time.perf_counter()
     split = load_data(spec)
-    result = fit(spec, split, verbose=0)
+    result = fit(spec, split, verbose=2)  # one line per epoch: a long run shows where it is
     return {"model": model, "seed": seed, "best_val_miou": result.best["val_miou"],
             "val_iou": {k.removeprefix("val_iou_"): v for k, v in result.best.items() if k.startswith("val_iou_")},
             "best_epoch": result.best_epoch + 1, "epochs_run": result.epochs_run, "epochs_budget": spec.train.epochs,

@@ -26,11 +26,10 @@ from ablate.scoring import (
     per_image_miou,
 )
 from ablate.spec import Spec, check_buildable
-from ablate.task import MARS, Task
+from ablate.task import MARS, TASK_FILE, Task
 from ablate.train import FitResult, Split, fit, load_data, masks_at, predict_masks, sample_index
 
 PER_IMAGE_ARTIFACT = "per_image.parquet"  # per-image validation IoU of the restored best model
-TASK_ARTIFACT = "task.json"  # the run's resolved task (ablate.task.task_from_dict reads it back)
 
 
 @dataclass
@@ -152,7 +151,7 @@ def run_spec(
     with tracking.tracked_run(spec, experiment, run_name, parent_run_id, all_tags) as run:
         if on_start is not None:
             on_start(run.info.run_id)
-        tracking.log_text(json.dumps(split.task.to_dict(), indent=2, sort_keys=True), TASK_ARTIFACT)
+        tracking.log_text(split.task.file_text(), TASK_FILE)
         images, masks, positions = mask_sample(split, spec.tracking.mask_images)
         logger = tracking.MlflowLogger(images, masks, spec.tracking.mask_every, positions, split.task)
         result = fit(spec, split, [logger, *callbacks], verbose=verbose)

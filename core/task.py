@@ -173,11 +173,16 @@ class Task(BaseModel):
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
+    def file_text(self) -> str:
+        """The ``task.json`` text (``TASK_FILE``) of a run or an export; ``task_from_dict`` reads it back."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
     def __hash__(self) -> int:  # frozen, but holds lists: hash the canonical JSON
         return hash(self.to_json())
 
 
 MARS = Task()
+TASK_FILE = "task.json"  # a run's resolved task (an artifact), and an export's (at its root and in assets.extra)
 INPUT_SHAPE = MARS.input_shape  # the Mars task's (64, 128, 1); code that builds for a task reads task.input_shape
 
 

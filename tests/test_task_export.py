@@ -120,6 +120,9 @@ def test_the_export_reads_the_runs_task_and_checks_every_format(exported: Export
                  "task.json", "model_card.md", "preprocessing.json"):
         assert (out / name).is_file(), name
     assert Task.model_validate(json.loads((out / "task.json").read_text())) == TASK
+    # one task.json text everywhere: the export's root, the SavedModel's own copy (and a run's artifact)
+    texts = {(out / name).read_text() for name in ("task.json", "saved_model/assets.extra/task.json")}
+    assert texts == {TASK.file_text()}
     assert chk.check_images(TASK).shape == (chk.CHECK_IMAGES, 48, 96, 3)
 
 

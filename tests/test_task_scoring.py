@@ -332,9 +332,9 @@ def test_a_tracked_run_logs_task_json_and_the_tasks_per_class_figures(tmp_path) 
     from mlflow.tracking import MlflowClient
 
     from ablate import load_all, tracking
-    from ablate.runner import PER_IMAGE_ARTIFACT, TASK_ARTIFACT, run_spec
+    from ablate.runner import PER_IMAGE_ARTIFACT, run_spec
     from ablate.spec import load_spec
-    from ablate.task import task_from_dict
+    from ablate.task import TASK_FILE, task_from_dict
 
     load_all()
     images, masks = rgb_pair(40)
@@ -348,13 +348,13 @@ def test_a_tracked_run_logs_task_json_and_the_tasks_per_class_figures(tmp_path) 
                                   f"task={json.dumps(RGB7.to_dict())}"])
         outcome = run_spec(spec, experiment="rgb7", verbose=0)
         client = MlflowClient()
-        logged = task_from_dict(json.loads(Path(client.download_artifacts(outcome.run_id, TASK_ARTIFACT,
-                                                                          str(tmp_path))).read_text()))
+        logged_text = Path(client.download_artifacts(outcome.run_id, TASK_FILE, str(tmp_path))).read_text()
+        logged = task_from_dict(json.loads(logged_text))
         frame = pd.read_parquet(client.download_artifacts(outcome.run_id, PER_IMAGE_ARTIFACT, str(tmp_path)))
         metrics = client.get_run(outcome.run_id).data.metrics
     finally:
         mlflow.set_tracking_uri(previous)
-    assert logged == RGB7
+    assert logged == RGB7 and logged_text == RGB7.file_text()  # the text an export writes too
     assert list(frame.columns) == ["index", "miou", *(f"iou_{n}" for n in RGB7.scored_names)]
     assert {f"best_val_iou_{n}" for n in RGB7.scored_names} | {f"val_iou_{n}" for n in RGB7.scored_names} <= set(
         metrics)

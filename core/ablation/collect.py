@@ -14,9 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from ablate.campaign.runs import child_runs
 from ablate.errors import AblateError, SpecError
-from ablate.task import MARS, Task, task_from_dict
-
-TASK_ARTIFACT = "task.json"  # ablate.runner.TASK_ARTIFACT: a run's resolved task; runs without it are Mars runs
+from ablate.task import MARS, TASK_FILE, Task, task_from_dict
 
 
 def class_metrics(task: Task = MARS) -> list[str]:
@@ -51,7 +49,7 @@ class AblationRecord:
 def run_task(client: MlflowClient, run_id: str) -> Task | None:
     """The task a run logged (``task.json``); None for a run without one (it trained before tasks: Mars)."""
     try:
-        return task_from_dict(json.loads(_read_text(client, run_id, TASK_ARTIFACT)), f"{TASK_ARTIFACT} of run {run_id}")
+        return task_from_dict(json.loads(_read_text(client, run_id, TASK_FILE)), f"{TASK_FILE} of run {run_id}")
     except (mlflow.exceptions.MlflowException, OSError, ValueError, SpecError):
         return None
 

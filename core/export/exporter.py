@@ -137,8 +137,7 @@ def build_bundle(model: object, model_file: Path, spec: Spec, stage: Path, task:
     formats.write_saved_model(model, stage / "saved_model", task)  # type: ignore[arg-type]
     formats.write_tflite(model, stage / "model.tflite", task)  # type: ignore[arg-type]
     (stage / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    (stage / formats.TASK_FILE).write_text(json.dumps(task.to_dict(), indent=2, sort_keys=True) + "\n",
-                                           encoding="utf-8")
+    (stage / formats.TASK_FILE).write_text(task.file_text(), encoding="utf-8")
 
 
 def write_docs(stage: Path, inputs: card.CardInputs) -> None:

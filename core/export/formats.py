@@ -31,14 +31,13 @@ import numpy as np
 import tensorflow as tf
 
 from ablate.errors import AblateError
-from ablate.task import MARS, Task
+from ablate.task import MARS, TASK_FILE, Task
 
 
 class ExportError(AblateError):
     """An export could not be produced or failed its reload check."""
 
 
-TASK_FILE = "task.json"  # the task, as ``Task.to_json()``: at an export's root and in saved_model/assets.extra/
 SAVED_MODEL_TASK = f"assets.extra/{TASK_FILE}"
 
 
@@ -211,24 +210,8 @@ def write_saved_model(model: keras.Model, path: str | Path, task: Task | None = 
     archive.write_out(str(path), verbose=False)
     extra = Path(path) / SAVED_MODEL_TASK
     extra.parent.mkdir(exist_ok=True)
-    extra.write_text(task.to_json() + "\n", encoding="utf-8")
+    extra.write_text(task.file_text(), encoding="utf-8")
     return Path(path)
-
-
-def saved_model_task(path: str | Path) -> Task | None:
-    """The task stored in a SavedModel folder by :func:`write_saved_model`; None if it has none (older exports)."""
-    import json
-
-    from ablate.errors import SpecError
-    from ablate.task import task_from_dict
-
-    file = Path(path) / SAVED_MODEL_TASK
-    if not file.is_file():
-        return None
-    try:
-        return task_from_dict(json.loads(file.read_text(encoding="utf-8")), "task.json")
-    except (ValueError, SpecError, OSError) as e:
-        raise ExportError(f"'{file}' is not a valid task ({_excerpt(str(e))}); re-export the model.") from None
 
 
 def write_tflite(model: keras.Model, path: str | Path, task: Task | None = None) -> Path:

@@ -35,11 +35,10 @@ from typing import Any
 import numpy as np
 
 from ablate.errors import AblateError, SpecError
-from ablate.task import MARS, Task, task_from_dict
+from ablate.task import MARS, TASK_FILE, Task, task_from_dict
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # float32 (n, H, W, C) in [0, 1] -> uint8 masks (n, H, W)
-TASK_FILE = "task.json"
-SAVED_MODEL_TASK = "assets.extra/task.json"  # where ablate.export.formats.write_saved_model puts it
+SAVED_MODEL_TASK = f"assets.extra/{TASK_FILE}"  # where ablate.export.formats.write_saved_model puts it
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 STORE_SCHEMES = ("models:/", "runs:/")
 # Where a model's weights sit in the store, first match wins: `ablate export`'s bundle (export/),
