@@ -99,30 +99,30 @@ def load_data(spec: Spec, data: MarsData | None = None) -> Split:
     return Split(images[tr], masks[tr], images[va], masks[va], data.fingerprint, data.path, keep[va], task)
 
 
-_DATA: dict[tuple[str, str, int | None, str], MarsData] = {}  # the data set this process's runs share
+_DATA: dict[tuple[str, str, int | None], MarsData] = {}  # the data set this process's runs share
 
 
 def shared_data(path: str, limit: int | None, task: Task | None = None) -> MarsData:
     """The loaded data, kept for the next run of this process (a worker's trials, an ablation's
     arms): reading and checking the file costs about a second a run. Keyed by the file's content
-    fingerprint (and the task it is checked against, None: inferred), so a rewritten file is read
-    again; one entry, so memory holds one data set. The arrays are read-only: splits take copies,
-    and nothing may change what later runs read."""
-    key = (str(Path(path).resolve()), cached_fingerprint(path), limit, task.to_json() if task else "")
-    for (*same_file, _), data in _DATA.items():  # the file loaded with its task inferred, or given: the same data
-        if tuple(same_file) == key[:3] and (task is None or data.task == task):
-            return data
-    if key not in _DATA:
-        data = load_npz(path, limit=limit, task=task)
-        if task is None and data.task != MARS:  # once per file and process: the user never named these classes
-            print(f"task inferred from '{Path(path).name}': {data.task.describe()} "
-                  f"(name the classes in the spec's task: section)", flush=True)
-        for array in (data.images, data.masks, data.groups):
-            if array is not None:
-                array.flags.writeable = False
-        _DATA.clear()
-        _DATA[key] = data
-    return _DATA[key]
+    fingerprint, so a rewritten file is read again; reused when ``task`` is None (inferred) or is
+    the task the data was read with, else read again and checked against ``task``. One entry, so
+    memory holds one data set. The arrays are read-only: splits take copies, and nothing may
+    change what later runs read."""
+    key = (str(Path(path).resolve()), cached_fingerprint(path), limit)
+    cached = _DATA.get(key)
+    if cached is not None and (task is None or cached.task == task):
+        return cached
+    data = load_npz(path, limit=limit, task=task)
+    if task is None and data.task != MARS:  # once per file and process: the user never named these classes
+        print(f"task inferred from '{Path(path).name}': {data.task.describe()} "
+              f"(name the classes in the spec's task: section)", flush=True)
+    for array in (data.images, data.masks, data.groups):
+        if array is not None:
+            array.flags.writeable = False
+    _DATA.clear()
+    _DATA[key] = data
+    return data
 
 
 KEEP_MASKS_BYTES = 64 * 2**20  # a fit keeps every validation mask of its passes up to this size (int32)

@@ -117,8 +117,12 @@ def test_a_run_says_once_which_task_it_inferred_from_the_file(tmp_path: Path, sy
     masks[:, :4] = 255
     masks[:, 10:] = 2
     np.savez(data, images=np.zeros((6, 48, 96, 3), np.uint8), masks=masks)
-    assert shared_data(str(data), None).task.num_classes == 3
-    shared_data(str(data), None)  # the same file again: no second line
+    inferred = shared_data(str(data), None)
+    assert inferred.task.num_classes == 3
+    assert shared_data(str(data), None) is inferred  # the same file again: kept, and no second line
+    assert shared_data(str(data), None, inferred.task) is inferred  # the task it was read with: kept
+    named = inferred.task.model_copy(update={"classes": ["sky", "sand", "rock"]})
+    assert shared_data(str(data), None, named).task == named  # another task: read again, checked against it
     out = capsys.readouterr().out
     assert out.count("task inferred from 'rgb.npz': 48x96x3, 3 classes (class_0, class_1, class_2), "
                      "ignore label 255") == 1, out
