@@ -173,3 +173,48 @@ def test_cli_round_trip_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "task: 12x20x1, 3 classes (class_0, class_1, class_2), ignore label 255" in text
     code, text, _ = cli_in_process(["data", "inspect", str(out)], capsys)
     assert code == 0 and "task: 12x20x1, 3 classes" in text and "255 ignored" in text
+
+
+def test_class_names_are_stored_and_name_the_inferred_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _folders(tmp_path)
+    out = tmp_path / "named.npz"
+    args = ["data", "import-folder", str(root / "img"), str(root / "msk"), "--out", str(out)]
+    code, text, _ = cli_in_process([*args, "--classes", "sky, sand,rock"], capsys)
+    assert code == 0 and "task: 24x40x1, 3 classes (sky, sand, rock), ignore label 255" in text, text
+    assert load_npz(out).task.classes == ["sky", "sand", "rock"]  # read back from the file's 'classes'
+    code, text, _ = cli_in_process(["data", "inspect", str(out)], capsys)
+    assert code == 0 and "3 classes (sky, sand, rock)" in text
+    for names, match in ((["sky", "sand"], r"'classes' names 2 classes \(sky, sand\) but its masks hold label 2; "
+                                           r"expected a name for every label 0-2"),
+                         (["Sky", "sand", "rock"], r"class names in the file's 'classes' array make no valid task: "
+                                                   r".*'Sky' must be 1-40 lower-case letters"),
+                         (["sky", "sky", "rock"], r"class names must be distinct")):
+        code, _, err = cli_in_process([*args[:-1], str(tmp_path / "bad.npz"), "--classes", ",".join(names)], capsys)
+        assert_clean_failure(code, err, match)
+    assert _written(tmp_path) == {"named.npz"}  # nothing half-written by the refused imports
+
+
+@pytest.mark.parametrize(("classes", "match"), [
+    (np.array([1, 2, 3]), r"'classes' in '.*' has shape \(3,\) and dtype int64; expected 2-255 class names as a 1-D "
+                          r"string array"),
+    (np.array([["a", "b"]]), r"has shape \(1, 2\)"),
+    (np.array(["only"]), r"has shape \(1,\)"),
+])
+def test_a_bad_classes_array_is_one_line(tmp_path: Path, classes: np.ndarray, match: str) -> None:
+    file = tmp_path / "bad.npz"
+    np.savez(file, images=np.zeros((2, 8, 8), np.uint8), masks=np.zeros((2, 8, 8), np.uint8), classes=classes)
+    with pytest.raises(DataError, match=match) as info:
+        load_npz(file)
+    assert "\n" not in str(info.value)
+
+
+def test_mars_names_in_a_course_file_keep_the_mars_task(tmp_path: Path) -> None:
+    from ablate.task import MARS
+
+    pairs = np.zeros((4, 2, 64, 128), np.uint8)
+    pairs[:, 1, :, :64] = 4
+    for names, mars in ((None, True), (list(MARS.classes), True), (["void", "a", "b", "c", "d"], False)):
+        file = tmp_path / "course.npz"
+        np.savez(file, training_set=pairs, **({} if names is None else {"classes": np.array(names)}))
+        task = load_npz(file).task
+        assert (task == MARS) is mars and (names is None or task.classes == names)

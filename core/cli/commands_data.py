@@ -50,7 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     colour.add_argument("--grey", dest="channels", action="store_const", const=1, help="read images as grey")
     colour.add_argument("--rgb", dest="channels", action="store_const", const=3, help="read images as RGB")
     p.add_argument("--test-dir", metavar="DIR", help="folder of unlabelled test images")
+    p.add_argument("--classes", metavar="NAMES", type=_names,
+                   help="class names by label, comma-separated (soil,bedrock,sand): stored in the file, so the task "
+                        "inferred from it names its classes (default: class_0, class_1, ...)")
     p.set_defaults(func=cmd_import_folder)
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",")]
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -107,7 +114,8 @@ def cmd_import_folder(args: argparse.Namespace) -> int:
 
     size = None if args.size is None else parse_size(args.size)
     result = import_folder(args.images_dir, args.masks_dir, args.out, size=size,
-                           label_map=parse_label_map(args.label_map), channels=args.channels, test_dir=args.test_dir)
+                           label_map=parse_label_map(args.label_map), channels=args.channels, test_dir=args.test_dir,
+                           classes=args.classes)
     print(f"wrote {result.path}: {result.pairs} pairs, {result.test_images} test images")
     print(f"task: {result.task.describe()}")
     return 0

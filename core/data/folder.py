@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ablate.data.infer import CLASSES_KEY
 from ablate.data.io import check_npz_suffix, save_npz_atomic
 from ablate.data.labelmap import LabelMap, apply_label_map
 from ablate.data.loader import from_arrays
@@ -60,7 +61,8 @@ def parse_size(text: str) -> tuple[int, int]:
 def import_folder(images_dir: str | os.PathLike[str], masks_dir: str | os.PathLike[str],
                   out: str | os.PathLike[str], size: tuple[int, int] | None = None,
                   label_map: LabelMap | None = None, channels: int | None = None,
-                  test_dir: str | os.PathLike[str] | None = None) -> FolderImport:
+                  test_dir: str | os.PathLike[str] | None = None,
+                  classes: list[str] | None = None) -> FolderImport:
     """Pairs, reads, resizes and checks every image and mask, then writes ``out`` atomically.
 
     Args:
@@ -70,10 +72,13 @@ def import_folder(images_dir: str | os.PathLike[str], masks_dir: str | os.PathLi
         label_map: mask value or colour -> label; None reads mask values as labels.
         channels: 1 (grey) or 3 (RGB); None: as the first image is.
         test_dir: optional folder of unlabelled test images (same processing as the images).
+        classes: the class names by label, stored in the file (``classes``), so that the task
+            inferred from it names them; None: ``class_0`` ...
 
     Raises:
         DataError: a folder is missing or empty, files are unpaired, an image or mask is
-            unreadable or of another size, a mask value is not mapped. Nothing is written then.
+            unreadable or of another size, a mask value is not mapped, ``classes`` leaves a
+            label unnamed. Nothing is written then.
     """
     dest = check_npz_suffix(out)
     pairs = find_pairs(images_dir, masks_dir)
@@ -86,6 +91,8 @@ def import_folder(images_dir: str | os.PathLike[str], masks_dir: str | os.PathLi
         masks.append(mask)
     arrays = {"images": np.stack(images), "masks": np.stack(masks),
               "names": np.array([p[0].stem for p in pairs])}
+    if classes is not None:
+        arrays[CLASSES_KEY] = np.array(classes, dtype=str)
     if test_dir is not None:
         test_files = _files(Path(test_dir), "test images")
         arrays["test_images"] = np.stack([reader.image(p) for p in _progress(test_files, "test images")])

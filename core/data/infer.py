@@ -3,7 +3,8 @@
 Where a spec gives no ``task:`` section, the loader infers one from the data (see
 :func:`infer_task`): the course layout at 64x128 with labels 0-4 is the Mars task; anything
 else takes its size and channels from the arrays, one class per label up to the largest
-(``class_0`` ...), and 255 as the ignore label when it occurs (the common "unlabelled" value).
+(``class_0`` ..., or the names in the file's ``classes`` array), and 255 as the ignore label when
+it occurs (the common "unlabelled" value).
 
 Example:
     >>> infer_task(48, 96, 3, {0, 1, 2, 6, 255}).describe()
@@ -18,32 +19,63 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ablate.errors import DataError
+import numpy as np
+
+from ablate.errors import DataError, SpecError
 from ablate.task import MARS, Task, task_from_dict
 
 IGNORE_VALUE = 255  # the common "unlabelled" value; inferred as the ignore label when a mask holds it
+CLASSES_KEY = "classes"  # optional .npz array: the class names by label (``data import-folder --classes``)
 
 
-def infer_task(height: int, width: int, channels: int, labels: Iterable[int], course: bool = False) -> Task:
+def class_names(arrays: dict[str, np.ndarray], path: str = "the data file") -> list[str] | None:
+    """The class names a data file stores (its ``classes`` array: 1-D strings, label k named by
+    entry k), or None when it stores none; a one-line DataError when the array is not that."""
+    names = arrays.get(CLASSES_KEY)
+    if names is None:
+        return None
+    if names.ndim != 1 or names.dtype.kind != "U" or not 2 <= len(names) <= 255:
+        raise DataError(f"'{CLASSES_KEY}' in '{path}' has shape {names.shape} and dtype {names.dtype}; expected "
+                        "2-255 class names as a 1-D string array (np.array(['soil', 'rock', ...])), label k named "
+                        "by entry k.")
+    return [str(n) for n in names]
+
+
+def infer_task(height: int, width: int, channels: int, labels: Iterable[int], course: bool = False,
+               names: list[str] | None = None) -> Task:
     """The task of data with this size, channels and set of mask labels.
 
     Args:
         height, width, channels: of the images.
         labels: every value the masks hold (0-255).
         course: the file is in the course layout (``training_set`` of image/mask pairs).
+        names: the class names the file stores (:func:`class_names`), or None.
 
     Returns:
-        :data:`ablate.task.MARS` for course-layout 64x128 grey data with labels within 0-4;
-        otherwise a task with classes ``class_0`` .. ``class_{K-1}`` (K = the largest label but
-        255, plus one, at least 2), ignore label 255 when it occurs, else none.
+        :data:`ablate.task.MARS` for course-layout 64x128 grey data with labels within 0-4 (and
+        Mars's class names, or none); otherwise a task with classes ``names`` or ``class_0`` ..
+        ``class_{K-1}`` (K = the largest label but 255, plus one, at least 2), ignore label 255
+        when it occurs, else none.
+
+    Raises:
+        DataError: ``names`` leaves a label the masks hold unnamed, or is not valid class names.
     """
     present = {int(v) for v in labels}
-    if course and (height, width, channels) == MARS.input_shape and present <= set(range(MARS.num_classes)):
+    if course and (height, width, channels) == MARS.input_shape and present <= set(range(MARS.num_classes)) \
+            and names in (None, list(MARS.classes)):
         return MARS
-    classes = [v for v in present if v != IGNORE_VALUE]
-    k = max(2, max(classes, default=0) + 1)
-    return Task(height=height, width=width, channels=channels, classes=[f"class_{i}" for i in range(k)],
-                ignore_label=IGNORE_VALUE if IGNORE_VALUE in present else None)
+    labelled = [v for v in present if v != IGNORE_VALUE]
+    k = max(2, max(labelled, default=0) + 1)
+    if names is not None and len(names) < k:
+        raise DataError(f"the file's '{CLASSES_KEY}' names {len(names)} classes ({', '.join(names[:8])}) but its "
+                        f"masks hold label {k - 1}; expected a name for every label 0-{k - 1}.")
+    classes = names if names is not None else [f"class_{i}" for i in range(k)]
+    raw = {"height": height, "width": width, "channels": channels, "classes": classes,
+           "ignore_label": IGNORE_VALUE if IGNORE_VALUE in present else None}
+    try:
+        return task_from_dict(raw)
+    except SpecError as e:
+        raise DataError(f"The class names in the file's '{CLASSES_KEY}' array make no valid task: {e}") from None
 
 
 def label_ranges(values: Iterable[int]) -> str:

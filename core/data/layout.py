@@ -4,6 +4,9 @@
 - the separate layout: ``images`` (N, H, W) or (N, H, W, C) with C 1 or 3, ``masks`` (N, H, W),
   optional ``test_images`` (M, H, W[, C]).
 
+Either may hold ``groups`` (N,) source ids (pairs of one source stay on one side of the split) and
+``classes``, the class names by label (a string array, see ``ablate.data.infer``).
+
 Only shapes and dtypes are looked at here, so the same checks run on zero-byte views built from
 the arrays' headers (``ablate.data.loader.check_header``) and on the loaded arrays.
 """
@@ -19,8 +22,8 @@ import numpy as np
 from ablate.errors import DataError
 from ablate.task import Task
 
-COURSE_KEYS = ("training_set", "test_set", "groups")  # the course layout's arrays; others are not read
-SEPARATE_KEYS = ("images", "masks", "test_images", "groups")  # the separate layout's
+COURSE_KEYS = ("training_set", "test_set", "groups", "classes")  # the course layout's arrays; others are not read
+SEPARATE_KEYS = ("images", "masks", "test_images", "groups", "classes")  # the separate layout's
 DATA_KEYS = (*COURSE_KEYS, "images", "masks", "test_images")
 LAYOUT_HINT = ("expected the course layout ('training_set' of (N, 2, H, W) image/mask pairs) or separate "
                "'images' and 'masks' arrays")

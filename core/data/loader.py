@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ablate.data import npz
-from ablate.data.infer import infer_task, label_legend, label_ranges
+from ablate.data.infer import class_names, infer_task, label_legend, label_ranges
 from ablate.data.layout import COURSE_KEYS, DATA_KEYS, LAYOUT_HINT, layout_keys, split_layout
 from ablate.errors import DataError
 from ablate.task import MARS, Task
@@ -256,7 +256,8 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, fingerprint: str, limi
     rows = slice(None, limit)
     if task is None:
         masks, counts = _to_masks(parts.masks, parts.names[1], None)
-        task = infer_task(*parts.shape, np.flatnonzero(counts).tolist(), course=parts.course)
+        task = infer_task(*parts.shape, np.flatnonzero(counts).tolist(), course=parts.course,
+                          names=class_names(arrays, path))
         masks = masks[rows].copy() if limit is not None and limit < len(masks) else masks
     else:
         masks = _to_masks(parts.masks[rows], parts.names[1], task)[0]
