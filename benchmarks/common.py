@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,22 @@ def bare_fit(spec: Any, split: Any, record: bool = False) -> None:
     train = train_dataset(split.x_train, split.y_train, bs, spec.seed, Policy(spec.augment), spec.train.shuffle_buffer)
     model.fit(train, validation_data=eval_dataset(split.x_val, split.y_val, bs), epochs=spec.train.epochs,
               verbose=0, shuffle=False)
+
+
+FIT_S: list[float] = []  # every keras.Model.fit call's seconds, in call order (see timed_fits)
+
+
+def timed_fits() -> None:
+    """Records the wall time of every ``keras.Model.fit`` call of this process in ``FIT_S``."""
+    import keras
+
+    fit = keras.Model.fit
+
+    def timed(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        try:
+            return fit(self, *args, **kwargs)
+        finally:
+            FIT_S.append(time.perf_counter() - t0)
+
+    keras.Model.fit = timed

@@ -42,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, bare_fit, data_file, machine
+from common import FIT_S, ROOT, bare_fit, data_file, machine, timed_fits
 
 TARGET_S = 1.0  # the issue's target: a trial costs at most 1 s beyond its training
 
@@ -55,25 +55,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=None, help="course-format .npz (default: the real set if present)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/trial_cost.json")
     return p.parse_args()
-
-
-FIT_S: list[float] = []  # every keras.Model.fit call's seconds, in call order (see timed_fits)
-
-
-def timed_fits() -> None:
-    """Records the wall time of every ``keras.Model.fit`` call of this process in ``FIT_S``."""
-    import keras
-
-    fit = keras.Model.fit
-
-    def timed(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        t0 = time.perf_counter()
-        try:
-            return fit(self, *args, **kwargs)
-        finally:
-            FIT_S.append(time.perf_counter() - t0)
-
-    keras.Model.fit = timed
 
 
 def study_plan(folder: Path, data: Path, args: argparse.Namespace, name: str):  # type: ignore[no-untyped-def]
