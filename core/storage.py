@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from ablate.errors import AblateError
@@ -20,6 +22,7 @@ from ablate.resilience import ReconnectingRDBStorage
 HEARTBEAT_S = int(os.environ.get("ABLATE_HEARTBEAT_S", "10"))
 GRACE_S = int(os.environ.get("ABLATE_GRACE_S", str(3 * HEARTBEAT_S)))
 MAX_RETRY = 3
+SQLITE_LOCK_WAIT_S = 60  # how long a SQLite storage call waits for another worker's transaction
 
 
 def default_storage_url() -> str:
@@ -43,16 +46,42 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    sqlite = url.startswith("sqlite")
     try:
-        return ReconnectingRDBStorage(  # waits out a database restart instead of failing the trial
+        storage = ReconnectingRDBStorage(  # waits out a database restart instead of failing the trial
             url,
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            engine_kwargs={"connect_args": {"timeout": SQLITE_LOCK_WAIT_S}} if sqlite else {"pool_pre_ping": True},
             heartbeat_interval=HEARTBEAT_S,
             grace_period=GRACE_S,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
         )
     except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors vary; one clear line
         raise AblateError(f"Cannot open the Optuna storage '{redact(url)}': {str(e).splitlines()[0]}") from None
+    if sqlite:
+        lock_on_begin(storage.engine)
+    return storage
+
+
+def lock_on_begin(engine: sqlalchemy.engine.Engine) -> None:
+    """Makes every transaction on a SQLite ``engine`` take the database's write lock when it begins.
+
+    Optuna takes a queued trial by reading that it is WAITING, then writing RUNNING (its ``SELECT
+    ... FOR UPDATE`` is a no-op on SQLite). Python's sqlite3 begins a transaction only at the first
+    write, so two workers could both read WAITING and both run the trial, with two MLflow runs for
+    one arm and seed. ``BEGIN IMMEDIATE`` makes the read and the write one step: the other worker
+    waits for the lock (up to ``SQLITE_LOCK_WAIT_S``) and then reads RUNNING. It serialises the
+    storage's transactions across processes, which the few workers of a local SQLite store
+    hardly notice; a team's PostgreSQL locks the row itself.
+    """
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver's own BEGIN, at the first write, is off
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners reopen with them
 
 
 def redact(url: str) -> str:
