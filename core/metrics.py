@@ -78,6 +78,9 @@ class MeanIoU(keras.metrics.Metric):
             self.images = self.add_variable(shape=(self.record_images, num_classes, num_classes),
                                             initializer="zeros", name="images", dtype="float32")
             self.seen = self.add_variable(shape=(), initializer="zeros", name="seen", dtype="int32")
+            # 1: batches are recorded (the default); 0: not, as in a fit's training passes after the
+            # first, whose images the record would not keep (``ablate.train.ValidationRecord`` switches it).
+            self.recording = self.add_variable(shape=(), initializer="ones", name="recording", dtype="int32")
         self.sample_positions = tuple(int(i) for i in sample_positions)
         self.sample_shape = tuple(int(n) for n in sample_shape) if sample_shape is not None else None
         if self.sample_positions:
@@ -98,8 +101,6 @@ class MeanIoU(keras.metrics.Metric):
         batch = ops.shape(y_true)[0]
         y_true = ops.reshape(ops.cast(y_true, "int32"), (-1,))
         masks = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
-        if self.sample_positions:
-            self._keep_samples(batch, masks)  # before _record moves `seen` on
         y_pred = ops.reshape(masks, (-1,))
         # A one-hot product instead of bincount: XLA (train.jit_compile) cannot compile bincount.
         if self._mask_label is None:
@@ -110,8 +111,13 @@ class MeanIoU(keras.metrics.Metric):
             t = t * ops.expand_dims(ops.cast(keep, "float32"), -1)
         p = ops.one_hot(y_pred, self.num_classes, dtype="float32")
         self.cm.assign_add(ops.matmul(ops.transpose(t), p))
-        if self.record_images:
-            self._record(batch, t, p)
+        if self.record_images:  # a branch that runs only while recording: a training pass skips its cost
+            ops.cond(ops.greater(self.recording, 0), lambda: self._record_batch(batch, t, p, masks), lambda: None)
+
+    def _record_batch(self, batch: Any, t: Any, p: Any, masks: Any) -> None:
+        if self.sample_positions:
+            self._keep_samples(batch, masks)  # before _record moves `seen` on
+        self._record(batch, t, p)
 
     def _record(self, batch: Any, t: Any, p: Any) -> None:
         """Adds each image's counts at its position in the pass; images past N are dropped.
@@ -156,7 +162,8 @@ class MeanIoU(keras.metrics.Metric):
 
     def reset_state(self) -> None:
         for variable in self.variables:
-            variable.assign(ops.zeros_like(variable))
+            if variable is not getattr(self, "recording", None):  # a switch, not a pass's state
+                variable.assign(ops.zeros_like(variable))
 
     def get_config(self) -> dict[str, Any]:
         return {"class_id": self.class_id, "num_classes": self.num_classes, "task": self.task.to_dict(),

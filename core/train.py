@@ -231,10 +231,22 @@ class ValidationRecord(keras.callbacks.Callback):
         self._t0 = self._seconds = 0.0
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._record(True)
         self._t0 = time.perf_counter()
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         self._seconds = time.perf_counter() - self._t0
+        self._record(False)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._record(True)  # the metric's default again, for a later evaluate
+
+    def _record(self, on: bool) -> None:
+        """Switches the recording mIoU metric's record: on for validation passes, off for training
+        passes once the first validation pass has run (Keras builds the compiled metrics when the
+        first training step is traced, so the first epoch's training pass still records)."""
+        self.metric = self.metric or _miou_metric(self.model)
+        self.metric.recording.assign(1 if on else 0)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.best.best_epoch != epoch:

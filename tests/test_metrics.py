@@ -188,3 +188,21 @@ def test_a_pass_longer_than_the_record_keeps_the_first_images() -> None:
 def test_kept_positions_need_a_record_a_shape_and_distinct_positions_inside_it(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         MeanIoU(**kwargs)
+
+
+def test_a_switched_off_record_keeps_nothing_and_survives_a_reset() -> None:
+    """``recording`` 0 (a fit's training passes) skips the per-image counts and kept masks, not the
+    confusion matrix the mIoU is read from; resetting the metric for the next pass keeps the switch."""
+    truth, pred = random_masks(5, n=6)
+    probs = one_hot_probs(pred, np.random.default_rng(2))
+    metric = MeanIoU(record_images=6, sample_positions=(0, 5), sample_shape=truth.shape[1:])
+    metric.recording.assign(0)
+    metric.update_state(truth, probs)
+    assert int(metric.seen.numpy()) == 0 and not metric.images.numpy().any() and not metric.samples.numpy().any()
+    assert metric.cm.numpy().sum() > 0
+    metric.reset_state()
+    assert int(metric.recording.numpy()) == 0
+    metric.recording.assign(1)
+    metric.update_state(truth, probs)
+    assert int(metric.seen.numpy()) == 6
+    np.testing.assert_array_equal(metric.kept_masks()[1], pred[[0, 5]])

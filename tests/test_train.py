@@ -114,3 +114,22 @@ def test_best_weights_restores_the_best_epoch(scores: list[float], planned: int,
 def test_best_weights_copies_nothing_when_the_best_epoch_is_the_planned_last() -> None:
     _, _, callback = _epochs([0.5, 0.6, 0.9], 3)
     assert callback.weights is None
+
+
+def test_training_passes_after_the_first_skip_the_validation_record(synth_npz: Path) -> None:
+    """The mIoU metric's per-image record is the validation pass's: from the second epoch on a training
+    pass does not pay for it (the record is on again for each validation pass and after the fit)."""
+    from ablate.train import _miou_metric
+
+    seen_in_training: list[int] = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            seen_in_training.append(int(_miou_metric(self.model).seen.numpy()))
+
+    result = fit(tiny_spec(synth_npz, "train.epochs=2"), callbacks=[Watch()], verbose=0)
+    per_epoch = len(seen_in_training) // 2
+    assert seen_in_training[per_epoch - 1] > 0  # the first epoch: recorded while the metric was being built
+    assert seen_in_training[per_epoch:] == [0] * per_epoch  # the second: skipped
+    metric = _miou_metric(result.model)
+    assert int(metric.recording.numpy()) == 1 and result.extras["confusions"].sum() > 0
