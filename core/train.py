@@ -245,16 +245,19 @@ class ValidationRecord(keras.callbacks.Callback):
         """Switches the recording mIoU metric's record: on for validation passes, off for training
         passes once the first validation pass has run (Keras builds the compiled metrics when the
         first training step is traced, so the first epoch's training pass still records)."""
-        self.metric = self.metric or _miou_metric(self.model)
-        self.metric.recording.assign(1 if on else 0)
+        self._recording_metric().recording.assign(1 if on else 0)
+
+    def _recording_metric(self) -> Any:
+        self.metric = self.metric or _miou_metric(self.model)  # Keras builds its metric container lazily
+        return self.metric
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.best.best_epoch != epoch:
             return
-        self.metric = self.metric or _miou_metric(self.model)  # Keras builds its metric container lazily
+        metric = self._recording_metric()
         self.best_kept = recorded_masks(self.model, logs)  # read at the best epoch only: a copy of the pass's masks
-        seen = min(int(self.metric.seen.numpy()), self.metric.record_images)
-        self.confusions = np.rint(self.metric.images.numpy()[:seen]).astype(np.int64)
+        seen = min(int(metric.seen.numpy()), metric.record_images)
+        self.confusions = np.rint(metric.images.numpy()[:seen]).astype(np.int64)
         self.seconds_per_image = self._seconds / max(seen, 1)
 
 

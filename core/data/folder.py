@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ablate.data.infer import CLASSES_KEY
 from ablate.data.io import check_npz_suffix, save_npz_atomic
 from ablate.data.labelmap import LabelMap, apply_label_map
+from ablate.data.layout import CLASSES_KEY
 from ablate.data.loader import from_arrays
 from ablate.errors import DataError
 from ablate.task import Task

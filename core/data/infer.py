@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ablate.data.layout import CLASSES_KEY
 from ablate.errors import DataError, SpecError
 from ablate.task import MARS, Task, task_from_dict
 
 IGNORE_VALUE = 255  # the common "unlabelled" value; inferred as the ignore label when a mask holds it
-CLASSES_KEY = "classes"  # optional .npz array: the class names by label (``data import-folder --classes``)
 
 
 def class_names(arrays: dict[str, np.ndarray], path: str = "the data file") -> list[str] | None:

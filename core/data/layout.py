@@ -22,8 +22,9 @@ import numpy as np
 from ablate.errors import DataError
 from ablate.task import Task
 
-COURSE_KEYS = ("training_set", "test_set", "groups", "classes")  # the course layout's arrays; others are not read
-SEPARATE_KEYS = ("images", "masks", "test_images", "groups", "classes")  # the separate layout's
+CLASSES_KEY = "classes"  # optional: the class names by label (``data import-folder --classes``)
+COURSE_KEYS = ("training_set", "test_set", "groups", CLASSES_KEY)  # the course layout's arrays; others are not read
+SEPARATE_KEYS = ("images", "masks", "test_images", "groups", CLASSES_KEY)  # the separate layout's
 DATA_KEYS = (*COURSE_KEYS, "images", "masks", "test_images")
 LAYOUT_HINT = ("expected the course layout ('training_set' of (N, 2, H, W) image/mask pairs) or separate "
                "'images' and 'masks' arrays")

@@ -30,7 +30,7 @@ from ablate.export.formats import ExportError
 from ablate.export.select import Choice, Selector, select
 from ablate.names import RULE, check_name, inside, is_safe
 from ablate.spec import Spec, validate
-from ablate.task import MARS, Task, task_from_dict
+from ablate.task import MARS, TASK_FILE, Task, task_from_dict
 
 EXPORTS = Path("exports")  # the default export folder: exports/NAME
 NO_TASK = "which logged no task.json (so the Mars task)"  # runs logged before tasks existed
@@ -70,7 +70,7 @@ def export_model(sel: Selector, out: Path | None = None, name: str | None = None
             with export_run(choice, model_name, model_run.info.run_id):
                 version = publish.log_pyfunc(stage / "saved_model", model_name, check.check_images(task)[:1],
                                              {"source_run_id": choice.run.info.run_id, "task": task.to_dict()},
-                                             task, stage / formats.TASK_FILE)
+                                             task, stage / TASK_FILE)
                 pyfunc = publish.pyfunc_predictor(f"models:/{model_name}/{version}")
                 checks.append(check.check_pyfunc(model, pyfunc, task))
                 publish.tag_version(client, model_name, version, version_tags(choice, spec, model_run.info.run_id))
@@ -115,9 +115,9 @@ def fetch_task(client: MlflowClient, run_id: str, dst: Path) -> tuple[Task, str]
     before tasks existed) is the Mars task."""
     try:
         names = {a.path for a in client.list_artifacts(run_id)}
-        if formats.TASK_FILE not in names:
+        if TASK_FILE not in names:
             return MARS, NO_TASK
-        raw = Path(client.download_artifacts(run_id, formats.TASK_FILE, str(dst))).read_text(encoding="utf-8")
+        raw = Path(client.download_artifacts(run_id, TASK_FILE, str(dst))).read_text(encoding="utf-8")
         return task_from_dict(json.loads(raw), "task.json"), "from its task.json"
     except (MlflowException, OSError) as e:
         raise AblateError(f"Could not read the task.json of run {run_id}: {_first_line(e)}") from None
@@ -137,7 +137,7 @@ def build_bundle(model: object, model_file: Path, spec: Spec, stage: Path, task:
     formats.write_saved_model(model, stage / "saved_model", task)  # type: ignore[arg-type]
     formats.write_tflite(model, stage / "model.tflite", task)  # type: ignore[arg-type]
     (stage / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    (stage / formats.TASK_FILE).write_text(task.file_text(), encoding="utf-8")
+    (stage / TASK_FILE).write_text(task.file_text(), encoding="utf-8")
 
 
 def write_docs(stage: Path, inputs: card.CardInputs) -> None:

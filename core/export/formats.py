@@ -31,14 +31,14 @@ import numpy as np
 import tensorflow as tf
 
 from ablate.errors import AblateError
-from ablate.task import MARS, TASK_FILE, Task
+from ablate.export.loading import SAVED_MODEL_TASK
+from ablate.task import MARS, Task
 
 
 class ExportError(AblateError):
     """An export could not be produced or failed its reload check."""
 
 
-SAVED_MODEL_TASK = f"assets.extra/{TASK_FILE}"
 
 
 def input_shape(task: Task) -> tuple[int | None, ...]:
