@@ -259,3 +259,33 @@ def test_image_figures_read_the_logged_validation_masks_not_the_models(arms: dic
     md, files = image_section(record, tmp_path, k=2)
     assert files == ["images_filters_8.png"] and (tmp_path / files[0]).stat().st_size > 10_000
     assert "image and truth only" not in md and "score differently" not in md and "skipped" not in md
+
+
+@pytest.mark.parametrize(("shape", "with_preds"), [((64, 128), True), ((64, 128), False), ((24, 40), True)])
+def test_image_figure_canvas_shows_each_panel_at_its_own_pixels(shape: tuple[int, int], with_preds: bool,
+                                                                 tmp_path: Path) -> None:
+    """The figure's one canvas holds every row's image, truth and predictions, unsmoothed, where the
+    titles are placed; and the figure is written."""
+    from types import SimpleNamespace
+
+    from ablate.ablation import image_figures
+    from ablate.task import MARS
+    from ablate.tracking import colourize, display_rgb
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for n in range(3):
+        truth = rng.integers(0, 5, shape).astype(np.uint8)
+        preds = (truth, ((truth + 1) % 5).astype(np.uint8)) if with_preds else None
+        rows.append(image_figures._Row(n, 0.1 * n, "gain", 0, rng.random((*shape, 1)), truth, preds, (0.5, 0.4)))
+    canvas, origins = image_figures._canvas(rows, 4 if with_preds else 2, MARS, title_px=5, gap_px=3)
+    h, w = shape
+    for row, corners in zip(rows, origins, strict=True):
+        panels = [display_rgb(row.image), colourize(row.truth, MARS), *[colourize(p, MARS) for p in row.preds or ()]]
+        assert len(corners) == len(panels)
+        for (x, y), panel in zip(corners, panels, strict=True):
+            np.testing.assert_array_equal(canvas[y:y + h, x:x + w], panel)
+            assert (canvas[y - 5:y, x:x + w] == 255).all()  # the title's band is blank
+    path = tmp_path / "figure.png"
+    image_figures._plot(rows, SimpleNamespace(baseline="a", variant="b"), path, SimpleNamespace(task=MARS))
+    assert path.stat().st_size > 5_000
