@@ -351,7 +351,7 @@ def is_disconnect(exc: BaseException) -> bool:
         if seen is None:
             return False
         if isinstance(seen, (sa.OperationalError, sa.InterfaceError)):
-            return True
+            return not _sqlite_for_good(seen.orig)
         if isinstance(seen, sa.DBAPIError) and seen.connection_invalidated:
             return True
         if type(seen).__module__.startswith("psycopg2") and type(seen).__name__ in ("OperationalError",
@@ -359,6 +359,21 @@ def is_disconnect(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+# SQLite reports everything as an OperationalError; only these may pass by waiting (another
+# writer's lock, a file system that comes back). A read-only file, a full disk or a missing table
+# stays so: retrying them for RECONNECT_S seconds only hid the cause behind "reconnecting".
+_SQLITE_PASSING = ("database is locked", "database table is locked", "unable to open database file",
+                   "disk i/o error")
+
+
+def _sqlite_for_good(orig: BaseException | None) -> bool:
+    """True for a SQLite error that another attempt will meet again (see ``_SQLITE_PASSING``)."""
+    if orig is None or type(orig).__module__ != "sqlite3":
+        return False
+    message = str(orig).lower()
+    return not any(passing in message for passing in _SQLITE_PASSING)
 
 
 def _reconnecting(method: Callable[..., T]) -> Callable[..., T]:

@@ -47,3 +47,24 @@ def test_two_workers_never_take_one_queued_trial(tmp_path: Path, monkeypatch: py
     for t in threads:
         t.join(timeout=60)
     assert sorted(took) == [False, True], took  # one worker took it; the other found it RUNNING
+
+
+def test_a_read_only_study_file_is_still_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every SQLite transaction begins with the write lock (``BEGIN IMMEDIATE``); a study file that
+    cannot be written (a copy brought home from a cluster, a read-only mount) must still be read.
+    SQLite's read-only mode stands in for it (a file's mode bits do not stop root, who runs CI).
+    A write fails at once, with SQLite's reason: it is not a lost connection to wait out."""
+    from ablate import resilience
+
+    path = tmp_path / "optuna.db"
+    study = optuna.create_study(study_name="done", storage=open_storage(f"sqlite:///{path}"))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    before = path.read_bytes()
+    copy = optuna.load_study(study_name="done", storage=open_storage(f"sqlite:///file:{path}?mode=ro&uri=true"))
+    assert [t.state for t in copy.get_trials()] == [TrialState.COMPLETE] * 2
+    assert copy.best_trial.number in (0, 1)
+    monkeypatch.setattr(resilience.time, "sleep", lambda s: pytest.fail("a read-only file was retried"))
+    with pytest.raises(Exception) as failed:  # noqa: PT011 - Optuna's own wrapper; the reason is its cause
+        copy.set_user_attr("x", 1)
+    assert "attempt to write a readonly database" in str(failed.value.__cause__ or failed.value.__context__)
+    assert path.read_bytes() == before
