@@ -1,6 +1,6 @@
-"""ablate: registered blocks, validated specs and tracked runs for Mars terrain segmentation.
+"""ablate: registered blocks, validated specs and tracked runs for image segmentation (Mars by default).
 
-Importing ``core`` is cheap: it does not import TensorFlow, so commands that only read specs or
+Importing ``ablate`` is cheap: it does not import TensorFlow, so commands that only read specs or
 the tracking store start fast. The blocks register when first built (``ablate.registry``), or
 explicitly with ``ablate.load_all()``, which a fresh process calls before loading a saved
 ``.keras`` model of this project::

@@ -1,6 +1,6 @@
 """Every use of a private or unstable Optuna, MLflow or optuna-dashboard API in the project.
 
-It sits at the bottom of ``core``: the campaign engine, ``ablate.resilience`` (image files, the
+It sits at the bottom of ``ablate``: the campaign engine, ``ablate.resilience`` (image files, the
 retried storage calls), ``ablate.doctor`` and the ablation's dashboard notes use it, and nothing
 else reaches into these libraries' internals. A release that renames one of them breaks this
 module alone, and ``tests/test_adapters.py`` says which one. Each entry names what it relies

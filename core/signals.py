@@ -9,7 +9,7 @@ signal number (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
 
 Child processes stop with their parent: ``die_with_parent`` has the kernel signal a child when
 its parent dies, even by SIGKILL (Linux); ``stop`` ends children politely, then firmly. Run as
-a script (by path, so that neither ``core`` nor TensorFlow is imported) this module is a
+a script (by path, so that neither ``ablate`` nor TensorFlow is imported) this module is a
 server's keeper: ``python -I signals.py CMD...`` runs CMD in its own process group and ends the
 whole group when it is stopped or its parent dies (see ``keep``).
 

@@ -27,7 +27,8 @@ class _OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="ablate",
-        description="Ablation studies and architecture search for Mars terrain segmentation, tracked in MLflow.",
+        description="Ablation studies and architecture search for image segmentation (Mars terrain by default), "
+        "tracked in MLflow.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
