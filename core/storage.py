@@ -31,7 +31,7 @@ def default_storage_url() -> str:
 
 
 def resolve_storage_url(url: str | None) -> str:
-    """``url`` > ``$ABLATE_STORAGE`` > SQLite under mlruns/. ``postgresql://`` means psycopg2 (installed)."""
+    """``url`` > ``$ABLATE_STORAGE`` > SQLite under mlruns/. ``postgresql://`` means psycopg2 (the team extra)."""
     url = url or os.environ.get("ABLATE_STORAGE") or default_storage_url()
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg2://" + url.split("://", 1)[1]  # SQLAlchemy 2.1 would pick psycopg 3
@@ -41,6 +41,7 @@ def resolve_storage_url(url: str | None) -> str:
 def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats and retry of stale trials (or a journal file)."""
     url = resolve_storage_url(url)
+    require_driver(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
@@ -60,6 +61,23 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
     if sqlite:
         lock_on_begin(storage.engine)
     return storage
+
+
+def require_driver(url: str) -> None:
+    """Raises ``AblateError`` naming the install when a PostgreSQL ``url``'s driver is missing.
+
+    psycopg2 comes with the ``team`` extra only; without this check Optuna's message says to
+    "install appropriate one" without naming it.
+    """
+    if not url.startswith("postgresql+psycopg2://"):
+        return
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        raise AblateError(
+            "A PostgreSQL storage needs psycopg2, which is not installed: "
+            "run `pip install 'ablate[team]'` (or `make .venv/.installed-team`)."
+        ) from None
 
 
 def lock_on_begin(engine: sqlalchemy.engine.Engine) -> None:

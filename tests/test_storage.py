@@ -11,6 +11,7 @@ other has read too (or two seconds pass, as when the other waits for the lock).
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
+from ablate.errors import AblateError
 from ablate.storage import open_storage
 
 
@@ -68,3 +70,13 @@ def test_a_read_only_study_file_is_still_read(tmp_path: Path, monkeypatch: pytes
         copy.set_user_attr("x", 1)
     assert "attempt to write a readonly database" in str(failed.value.__cause__ or failed.value.__context__)
     assert path.read_bytes() == before
+
+
+def test_a_postgresql_storage_without_the_team_extra_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # import psycopg2 now raises ImportError
+    with pytest.raises(AblateError, match=r"needs psycopg2, which is not installed: run `pip install 'ablate\[team\]'` "
+                       r"\(or `make \.venv/\.installed-team`\)\.$") as caught:
+        open_storage("postgresql://user:secret@localhost:5432/optuna")
+    assert "\n" not in str(caught.value)
