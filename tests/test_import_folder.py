@@ -159,6 +159,26 @@ def test_bad_label_maps(arg: str) -> None:
         parse_label_map(arg)
 
 
+@pytest.mark.parametrize(("content", "match"), [
+    (b"0: 0\n" + b"#" * (1 << 20) + b"\n", r" is 1\.0 MiB; expected a YAML file of at most 1 MiB"),
+    (b"0: 0\n7: 1\n0: 2\n", r", line 3 repeats the key '0' \(first at line 1\)"),
+    (b"a: &a [1, 2]\nb: [" + b", ".join([b"*a"] * 101) + b"]\n", r", line 2 uses more than 100 aliases"),
+    (b"{0: 0,\n", r" is not valid YAML: .* at line 2, column 1\.$"),
+], ids=["too-large", "duplicate-key", "aliases", "invalid"])
+def test_a_bad_label_map_file_is_yamlio_s_one_line(tmp_path: Path, content: bytes, match: str) -> None:
+    """A label map file is read by ``ablate.yamlio``, under the limits every spec file has."""
+    path = tmp_path / "map.yaml"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=rf"^Label map '.*map\.yaml'{match}") as caught:
+        parse_label_map(str(path))
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+
+
+def test_an_inline_label_map_that_is_not_yaml_is_one_line() -> None:
+    with pytest.raises(DataError, match=r"^--label-map is not valid JSON or YAML: .* at line 1, column \d+\.$"):
+        parse_label_map('{"0": 0, "1": ')
+
+
 def test_cli_round_trip_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = _folders(tmp_path, rgb=True)
     out = tmp_path / "o.npz"

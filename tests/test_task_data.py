@@ -227,6 +227,27 @@ def test_synth_cli_for_a_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         task_from_file(task_file)
 
 
+BAD_YAML = [  # (id, the file's bytes, what yamlio's line says after the file's name)
+    ("too-large", b"height: 8\ndescription: " + b"a" * (1 << 20) + b"\n",
+     r" is 1\.0 MiB; expected a YAML file of at most 1 MiB"),
+    ("duplicate-key", b"height: 8\nwidth: 8\nheight: 16\n", r", line 3 repeats the key 'height' \(first at line 1\)"),
+    ("invalid", b"height: 8\nclasses: [\n", r" is not valid YAML: .* at line 3, column 1\.$"),
+    ("not-utf8", b"height: \xff\n", r" is not UTF-8 text: byte 0xff at offset 8"),
+]
+
+
+@pytest.mark.parametrize(("content", "match"), [case[1:] for case in BAD_YAML], ids=[case[0] for case in BAD_YAML])
+def test_a_bad_task_file_is_yamlio_s_one_line(tmp_path: Path, content: bytes, match: str) -> None:
+    """A task file is read by ``ablate.yamlio``, under the limits every spec file has."""
+    from ablate.data.infer import task_from_file
+
+    task_file = tmp_path / "task.yaml"
+    task_file.write_bytes(content)
+    with pytest.raises(SpecError, match=rf"^Task file '.*task\.yaml'{match}") as caught:
+        task_from_file(task_file)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+
+
 def test_clean_reads_the_separate_layout_and_keeps_test_images(tmp_path: Path) -> None:
     from ablate.data import clean_npz
 

@@ -105,18 +105,13 @@ def task_from_file(path: str | os.PathLike[str]) -> Task:
     """The task in a YAML/JSON file: a task mapping, or a spec with a ``task:`` section.
 
     Raises:
-        DataError: the file is missing or not YAML/JSON; SpecError: the task is not valid.
+        SpecError: the file cannot be read, is not YAML/JSON within ``ablate.yamlio``'s limits (1 MiB,
+            no alias bombs, no repeated keys), or the task is not valid.
     """
-    import yaml
+    from ablate.yamlio import load_file
 
     src = Path(path)
-    try:
-        raw = yaml.safe_load(src.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise DataError(f"Task file '{src}' is not readable ({e.strerror or e}); expected a YAML or JSON "
-                        "task.") from None
-    except yaml.YAMLError as e:
-        raise DataError(f"Task file '{src}' is not valid YAML or JSON ({str(e).splitlines()[0]}).") from None
+    raw = load_file(src, "Task file")
     if isinstance(raw, dict) and isinstance(raw.get("task"), dict):
         return task_from_dict(raw["task"], where=f"task in '{src}'")
     return task_from_dict(raw, where=f"task in '{src}'")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ablate.errors import DataError
+from ablate.errors import DataError, SpecError
 
 _COLOUR = re.compile(r"^\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*$")
 _SHOWN = 6  # unmapped values or colours named in a message
@@ -41,28 +41,37 @@ def parse_label_map(arg: str | None) -> LabelMap:
     """A LabelMap from a JSON/YAML file path or an inline JSON mapping; empty for None.
 
     Raises:
-        DataError: the file cannot be read, is not a mapping, or a key or label is not valid.
+        DataError: the file cannot be read, is not YAML/JSON within ``ablate.yamlio``'s limits (1 MiB,
+            no alias bombs, no repeated keys), is not a mapping, or a key or label is not valid.
     """
     if arg is None:
         return LabelMap()
-    path = Path(arg)
-    if arg.lstrip().startswith("{"):
-        text, where = arg, "--label-map"
-    elif path.is_file():
-        text, where = path.read_text(encoding="utf-8"), f"label map '{path}'"
-    else:
-        raise DataError(f"--label-map '{arg}' is neither a file nor an inline JSON mapping; expected e.g. "
-                        "'{\"0\": 0, \"255\": 1}' or a .json/.yaml file.")
-    try:
-        import yaml  # JSON is YAML too: one parser reads both
-
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise DataError(f"{where} is not valid JSON or YAML ({str(e).splitlines()[0]}).") from None
+    raw, where = _read(arg)
     if not isinstance(raw, dict) or not raw:
         raise DataError(f"{where} must be a non-empty mapping of mask value or 'r,g,b' colour to label; "
                         f"got {type(raw).__name__}.")
     return _entries(raw, where)
+
+
+def _read(arg: str) -> tuple[object, str]:
+    """The parsed map and how messages name it, read by ``ablate.yamlio`` (JSON is YAML too)."""
+    import yaml
+
+    from ablate import yamlio
+
+    path = Path(arg)
+    try:
+        if arg.lstrip().startswith("{"):
+            try:
+                return yamlio.load_text(arg, "--label-map"), "--label-map"
+            except yaml.YAMLError as e:
+                raise DataError(f"--label-map is not valid JSON or YAML: {yamlio.yaml_problem(e)}.") from None
+        if path.is_file():
+            return yamlio.load_file(path, "Label map"), f"label map '{path}'"
+    except SpecError as e:  # yamlio's one line (size, encoding, aliases, duplicate keys): a data input here
+        raise DataError(str(e)) from None
+    raise DataError(f"--label-map '{arg}' is neither a file nor an inline JSON mapping; expected e.g. "
+                    "'{\"0\": 0, \"255\": 1}' or a .json/.yaml file.")
 
 
 def _entries(raw: dict, where: str) -> LabelMap:
