@@ -258,3 +258,26 @@ def test_clean_reads_the_separate_layout_and_keeps_test_images(tmp_path: Path) -
     assert report.removed == [0, 2, 5, 7, 9]
     with np.load(tmp_path / "out.npz") as out:
         assert out["images"].shape == (7, 48, 96, 3) and out["test_images"].shape == (12, 48, 96, 3)
+
+
+def test_find_outliers_treats_the_task_s_ignore_label_as_unlabelled() -> None:
+    """RGB7's ignore label is 255: a class with a strip of 255 is a simple mask that may repeat, while
+    a strip of class 1 on class 0 (a real class here, Mars's unlabelled value) is intricate."""
+    from ablate.data import find_outliers
+
+    strip_of_255, strip_on_0 = np.ones((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+    strip_of_255[:2], strip_on_0[:2] = 255, 1  # a boundary of 8 px, inside the 32 px perimeter
+    masks = np.stack([strip_of_255] * 3 + [strip_on_0] * 3)
+    report = find_outliers(masks, ignore_label=RGB7.ignore_label)
+    assert report.removed == [3, 4, 5]
+    assert [(g["classes"], g["terrain_classes"], g["outlier"]) for g in report.groups] == [
+        ([1, 255], 1, False), ([0, 1], 2, True)]
+    assert find_outliers(masks, ignore_label=MARS.ignore_label).removed == [0, 1, 2]  # the same masks under Mars
+
+
+def test_find_outliers_has_no_default_ignore_label() -> None:
+    """The task's ignore label is passed each time: a default would be one task's (Mars's 0) for all."""
+    from ablate.data import find_outliers
+
+    with pytest.raises(TypeError, match="ignore_label"):
+        find_outliers(np.zeros((3, 8, 8), np.uint8))  # type: ignore[call-arg]

@@ -37,7 +37,7 @@ class CleanReport:
             ``distinct_images``, ``outlier`` and a human-readable ``reason``.
 
     Example:
-        >>> report = find_outliers(data.masks, images=data.images)
+        >>> report = find_outliers(data.masks, ignore_label=data.task.ignore_label, images=data.images)
         >>> report.removed[:3]
         [4, 71, 103]
     """
@@ -74,10 +74,10 @@ def count_distinct(images: np.ndarray, tol: float = NEAR_DUPLICATE_TOL) -> int:
     return len(reps)
 
 
-def _judge(mask: np.ndarray, distinct: int, min_group: int, ignore_label: int | None = 0) -> tuple[bool, str]:
+def _judge(mask: np.ndarray, distinct: int, min_group: int, ignore_label: int | None) -> tuple[bool, str]:
     """Decide whether a group of identical masks is an outlier group; return (outlier, reason)."""
     labels = np.unique(mask)
-    terrain = int((labels != ignore_label).sum())  # labelled classes (Mars: every class but 0, unlabelled)
+    terrain = int((labels != ignore_label).sum())  # labelled classes: every label but the task's ignore label
     boundary = boundary_length(mask)
     perimeter = 2 * (mask.shape[0] + mask.shape[1])
     if len(labels) == 1:
@@ -93,18 +93,19 @@ def _judge(mask: np.ndarray, distinct: int, min_group: int, ignore_label: int | 
 
 
 def find_outliers(
-    masks: np.ndarray, min_group: int = 3, *, images: np.ndarray | None = None, tol: float = NEAR_DUPLICATE_TOL,
-    ignore_label: int | None = 0,
+    masks: np.ndarray, min_group: int = 3, *, ignore_label: int | None, images: np.ndarray | None = None,
+    tol: float = NEAR_DUPLICATE_TOL,
 ) -> CleanReport:
     """Find training pairs whose mask is one intricate mask shared by many unrelated images.
 
     Args:
         masks: (N, H, W) integer labels.
         min_group: smallest number of identical masks (and of distinct images) that counts.
+        ignore_label: the task's unlabelled value (``task.ignore_label``: 0 for Mars, often 255
+            elsewhere; None when every label is a class). It does not count as a class when a
+            mask is judged simple or intricate. Required: no task's value is a safe default.
         images: optional (N, H, W[, C]) images; without them every image is taken as distinct.
         tol: near-duplicate threshold on the mean absolute difference of pooled [0, 1] images.
-        ignore_label: the unlabelled value, which a mask may repeat freely (the Mars task's 0;
-            ``task.ignore_label`` for another task, None when every label is a class).
 
     Returns:
         A :class:`CleanReport` listing the removed indices and every group of >= ``min_group``
