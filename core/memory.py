@@ -57,9 +57,11 @@ WORKER_BYTES = RUNTIME_BYTES  # what one more worker process costs before it bui
 
 
 def input_hw(spec: Spec, task: Task | None = None) -> tuple[int, int]:
-    """The input (height, width) of a run: ``task``'s, else the spec's given task's, else the Mars task's
-    (a task inferred from the data file is known once the data is loaded: ``check`` is called again then)."""
-    task = task or spec.given_task() or MARS
+    """The input (height, width) of a run: ``task``'s, else ``ablate.spec.checking_task``'s (the spec's
+    given task, else its data file's image size from the file's headers)."""
+    from ablate.spec import checking_task
+
+    task = task or checking_task(spec)
     return task.height, task.width
 
 

@@ -25,7 +25,7 @@ from ablate.scoring import (
     iou_from_image_confusions,
     per_image_miou,
 )
-from ablate.spec import Spec, check_buildable
+from ablate.spec import Spec, check_buildable, checking_task
 from ablate.task import MARS, TASK_FILE, Task
 from ablate.train import FitResult, Split, fit, load_data, masks_at, predict_masks, sample_index
 
@@ -140,10 +140,11 @@ def run_spec(
 
     ``on_start(run_id)`` is called once the run exists (a trial records its run id there).
     """
-    check_buildable(spec)  # a constructor's own checks, before any data is loaded or run started
-    memory.check(spec)  # a model too big for this machine: one line now, not a TensorFlow crash mid-run
+    task = split.task if split is not None else checking_task(spec)  # the data file's size, from its headers
+    check_buildable(spec, task)  # a constructor's own checks, before any data is loaded or run started
+    memory.check(spec, task)  # a model too big for this machine: one line now, not a TensorFlow crash mid-run
     split = split or load_data(spec)
-    if split.task != (spec.given_task() or MARS):  # the data's task, where the spec leaves it to the data
+    if split.task != task:  # the data's classes, where the spec leaves the task to the data
         check_buildable(spec, split.task)
         memory.check(spec, split.task)
     Policy(spec.augment, split.task)  # an augmentation the task cannot take (cutout, copy-paste's class): now

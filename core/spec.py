@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ablate.errors import SpecError, excerpt
+from ablate.errors import SpecError, excerpt, validation_error
 from ablate.names import check_name
 from ablate.task import MARS, Task, check_depth
 from ablate.yamlio import MAX_KEY, _SpecLoader, excerpt_text, load_file, load_text, shown  # noqa: F401 - _SpecLoader: re-exported
@@ -303,16 +303,7 @@ def validate(raw: Mapping[str, Any]) -> Spec:
     try:
         spec = Spec.model_validate(dict(raw))
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        if err["type"] == "extra_forbidden":
-            section = ".".join(str(x) for x in err["loc"][:-1]) or "the spec"
-            raise SpecError(
-                f"Unknown key {excerpt(str(err['loc'][-1]))} in {section}. Check the spelling; "
-                f"`ablate spec FILE` shows every valid key."
-            ) from None
-        msg = err["msg"].removeprefix("Value error, ")
-        raise SpecError(f"Invalid value for '{loc}': {msg} (got {excerpt(err.get('input'))}).") from None
+        raise validation_error(e, Spec) from None
     check_name(spec.name, "Spec name")  # it names MLflow runs, and experiments in ablations and studies
     _validate_blocks(spec)
     return spec
@@ -354,14 +345,14 @@ def check_buildable(spec: Spec, task: Task | None = None) -> None:
     branch's depth against its input, the coarse-fine global branch at its down-sampled size) need
     the builder (``ModelBuilder.check``): every command that trains calls this before its first run
     (``run_spec``, and campaigns for every arm before queueing), and ``ablate spec --build`` on
-    demand. Raises a SpecError naming the key. ``task`` None: ``spec.given_task()``, else the Mars task.
+    demand. Raises a SpecError naming the key. ``task`` None: :func:`checking_task`.
 
     A model section that passed for a task is remembered for this process (a campaign checks every
     arm before queueing and each run checks again: one check per architecture and task is enough).
     """
     from ablate import registry as R
 
-    task = task or spec.given_task() or MARS
+    task = task or checking_task(spec)
     slots = ",".join(f"{s.key}:{s.role}:{s.required}" for s in R.BRANCH.slots)  # a slot declared since: check again
     key = (json.dumps(spec.model, sort_keys=True, default=str), task.to_json(), slots)
     if key in _BUILDABLE:
@@ -371,3 +362,27 @@ def check_buildable(spec: Spec, task: Task | None = None) -> None:
 
 
 _BUILDABLE: set[tuple[str, str, str]] = set()  # (model section, task, slots) that passed check_buildable here
+
+
+def checking_task(spec: Spec) -> Task:
+    """The task that checks ``spec``'s model before its data is read: ``spec.given_task()``, else the
+    size and channels of its data file's images, read from the file's array headers.
+
+    Those are all the builder's checks and the memory estimate need (depth against the size, the
+    global branch at its down-sampled size); the classes are known once the masks are read, so the
+    task stands in with two, and a run checks again with its loaded data's task. Checking against
+    the Mars task instead refused a depth that fits a 256x256 file, and pruned every trial of a
+    study on it.
+
+    Raises:
+        DataError: the data file is missing, unreadable or not a data file (the loader's line).
+    """
+    given = spec.given_task()
+    if given is not None:
+        return given
+    from ablate.data.loader import header_shape
+
+    height, width, channels = header_shape(spec.data.path)  # type: ignore[arg-type]  # given_task: a path
+    if (height, width, channels) == MARS.input_shape:
+        return MARS
+    return Task(height=height, width=width, channels=channels, classes=["class_0", "class_1"], ignore_label=None)

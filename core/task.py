@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ablate.errors import SpecError
+from ablate.errors import SpecError, validation_error
 
 MARS_CLASSES = ("background", "soil", "bedrock", "sand", "big_rock")
 MARS_COLOURS = ((0, 0, 0), (196, 120, 60), (120, 120, 140), (235, 200, 90), (220, 40, 40))
@@ -187,22 +187,17 @@ INPUT_SHAPE = MARS.input_shape  # the Mars task's (64, 128, 1); code that builds
 
 
 def task_from_dict(raw: Any, where: str = "task") -> Task:
-    """Validates a ``task:`` mapping (from a spec or a logged ``task.json``) into a Task, or a one-line SpecError."""
+    """Validates a ``task:`` mapping (from a spec or a logged ``task.json``) into a Task, or a one-line
+    SpecError in the spec's own style (``ablate.errors.validation_error``); ``where`` other than
+    ``"task"`` says where the mapping came from and leads the line."""
     if isinstance(raw, Task):
         return raw
     if not isinstance(raw, dict):
-        raise SpecError(f"'{where}' must be a mapping of height, width, channels, classes, ignore_label, "
-                        f"scored; got {type(raw).__name__}.")
+        raise SpecError(f"'{where}' must be a mapping of {', '.join(Task.model_fields)}; got {type(raw).__name__}.")
     try:
         return Task.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in (where, *err["loc"]))
-        if err["type"] == "extra_forbidden":
-            raise SpecError(f"Unknown key '{err['loc'][-1]}' in {where}; expected height, width, channels, "
-                            f"classes, ignore_label, scored, colours.") from None
-        msg = err["msg"].removeprefix("Value error, ")
-        raise SpecError(f"Invalid {loc}: {msg}.") from None
+        raise validation_error(e, Task, "task", "" if where == "task" else where) from None
 
 
 def max_depth(height: int, width: int) -> int:

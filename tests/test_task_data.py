@@ -180,7 +180,8 @@ def test_inspect_against_another_task_is_one_line(tmp_path: Path, capsys: pytest
     assert_clean_failure(code, err, r"'training_set' holds grey image/mask pairs")
     task_file.write_text('{"height": 3}')
     code, _, err = cli_in_process(["data", "inspect", str(path), "--task", str(task_file)], capsys)
-    assert_clean_failure(code, err, r"Invalid task in '.*t\.json'\.height: .*greater than or equal to 4")
+    assert_clean_failure(
+        code, err, r"task in '.*t\.json': Invalid value for 'task\.height': .*greater than or equal to 4")
 
 
 # ---------------------------------------------------------------- generate_task

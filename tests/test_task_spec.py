@@ -43,6 +43,36 @@ def test_a_spec_with_a_data_file_and_no_task_leaves_the_task_to_the_file(tmp_pat
     assert spec.given_task() is None  # depth 5 is not checked against Mars's size: the file decides
 
 
+def _grey_file(path: Path, height: int, width: int, classes: int = 3) -> Path:
+    rng = np.random.default_rng(0)
+    np.savez(path, images=rng.integers(0, 255, (12, height, width), dtype=np.uint8),
+             masks=rng.integers(0, classes, (12, height, width), dtype=np.uint8))
+    return path
+
+
+def test_before_its_data_loads_a_model_is_checked_against_the_files_size_not_mars(tmp_path: Path) -> None:
+    """With no `task:`, the builder's checks and the memory estimate before any data is read (a run's
+    first step, a campaign's check of every arm, a study's trial) use the file's image size from its
+    headers: depth 7 fits a 256x256 file (not 64x128), depth 5 does not fit a 48x80 one (64x128 it does)."""
+    from ablate import memory
+    from ablate.spec import check_buildable, checking_task
+
+    square = _grey_file(tmp_path / "square.npz", 256, 256)
+    spec = load_spec(PRESET, [f"data.path={square}", "model.depth=7", "model.filters=2"])
+    assert checking_task(spec).input_shape == (256, 256, 1)
+    check_buildable(spec)  # refused before: "64 is not divisible by 2^7 = 128"
+    memory.check(spec)
+    assert memory.input_hw(spec) == (256, 256)
+
+    small = _grey_file(tmp_path / "small.npz", 48, 80)
+    spec = load_spec(PRESET, [f"data.path={small}", "model.depth=5", "model.filters=2"])
+    with pytest.raises(SpecError, match=r"model\.depth=5 is not possible for a 48x80 input: 48 is not divisible"):
+        check_buildable(spec)
+    course = load_spec(PRESET, [f"data.path={ROOT / 'missing.npz'}"])
+    with pytest.raises(DataError, match="missing.npz"):
+        checking_task(course)
+
+
 @pytest.mark.parametrize(("task", "message"), [
     ({"classes": ["a", "a"]}, r"class names must be distinct"),
     ({"classes": ["Big Rock", "b"]}, r"class name 'Big Rock' must be 1-40 lower-case letters"),
@@ -128,3 +158,28 @@ def test_a_run_says_once_which_task_it_inferred_from_the_file(tmp_path: Path, sy
                      "ignore label 255") == 1, out
     assert shared_data(str(synth_npz), None).task == MARS  # the course's Mars file: nothing to say
     assert "inferred" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task", [{"colour": []}, {"channels": 2}, {"height": 2}, {"classes": ["a"]},
+                                  {"ignore_label": 256}])
+def test_a_bad_task_reads_the_same_in_a_spec_and_on_its_own(task: dict) -> None:
+    """One message style: a spec's `task:` section and a task read on its own (a task file, a run's
+    task.json) fail with the same line."""
+    with pytest.raises(SpecError) as in_spec:
+        load_spec(PRESET, [_task_override(task)])
+    with pytest.raises(SpecError) as alone:
+        task_from_dict(task)
+    assert str(in_spec.value) == str(alone.value)
+    with pytest.raises(SpecError) as from_file:
+        task_from_dict(task, "task in 't.yaml'")
+    assert str(from_file.value) == f"task in 't.yaml': {alone.value}"
+
+
+def test_an_unknown_key_names_the_sections_keys_and_the_closest() -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(PRESET, ["train.epoch=3"])
+    assert str(err.value) == ("Unknown key 'epoch' in train. Allowed keys: epochs, batch_size, early_stopping, "
+                              "mixed_precision, jit_compile, shuffle_buffer. Did you mean 'epochs'?")
+    with pytest.raises(SpecError, match=r"^Unknown key 'colours_' in task\. Allowed keys: height, .*colours\. "
+                                        r"Did you mean 'colours'\?$"):
+        task_from_dict({"colours_": []})

@@ -134,13 +134,36 @@ def read_arrays(path: str | os.PathLike[str], keys: Sequence[str] | None = DATA_
     return npz.read_arrays(path, wanted, required=required, hint=LAYOUT_HINT)
 
 
-def check_header(path: str | os.PathLike[str], task: Task | None = None) -> None:
+def header_shape(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """(H, W, C) of the file's images, from its array headers (:func:`check_header`): once per
+    process per version of the file, as :func:`cached_fingerprint`.
+
+    Raises:
+        DataError: as :func:`check_header`.
+    """
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return check_header(path)  # its own one-line error for a missing or unreadable file
+    return _header_shape_of(real, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _header_shape_of(real: str, inode: int, size: int, mtime_ns: int) -> tuple[int, int, int]:
+    return check_header(real)
+
+
+def check_header(path: str | os.PathLike[str], task: Task | None = None) -> tuple[int, int, int]:
     """Check an ``.npz`` against its layout (and ``task``) from its zip directory and array headers alone.
 
     What a campaign runs before it queues anything: no array is decompressed (only each array's
     ``.npy`` header, see :mod:`ablate.data.npz`), so a missing, truncated or wrongly shaped file
     is one clear error at once rather than a failure in every trial. Values (labels, finite
     pixels) and the bytes past each header are checked when :func:`load_npz` reads the file.
+
+    Returns:
+        (H, W, C) of the images.
 
     Raises:
         DataError: the file is missing, not an ``.npz``, truncated, or its arrays have the wrong
@@ -152,6 +175,7 @@ def check_header(path: str | os.PathLike[str], task: Task | None = None) -> None
     views = {key: np.broadcast_to(np.zeros((), m.dtype), m.shape) for key, m in members.items()}
     parts = split_layout(views, str(path), task)
     _read_groups(views, len(parts.images))
+    return parts.shape
 
 
 def _check_images(arr: np.ndarray, name: str) -> float:
