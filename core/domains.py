@@ -5,7 +5,8 @@ augmentation that is after the MLflow run has started, and some never check at a
 learning rate trains "fine", upwards). ``ablate.registry`` calls :func:`check_keyword` on every key
 a spec sets, from the constructor's default alone, so it needs neither the block nor TensorFlow:
 
-- a number default (int or float) means the value must be a finite number (no nan, no inf);
+- a number default (int or float) means the value must be a finite number (no nan, no inf, no
+  null: a builder has no default to fall back on once the key is set);
 - an int default means a strict integer (not ``3.5``, not ``true``);
 - a key named in ``DOMAINS`` must lie in its range, whatever block it belongs to (for a list
   value, such as ASPP ``rates``, each element must).
@@ -141,7 +142,7 @@ def check_keyword(where: str, value: Any, default: Any) -> None:
         value: what the spec sets.
         default: the constructor's default (``None`` or a non-scalar: no type rule).
     """
-    if value is None:
+    if value is None and not _is_number(default):
         return
     if _is_number(default) and not isinstance(value, (list, tuple)):
         _check_number(where, value, default)

@@ -355,9 +355,9 @@ def _check_scalar(where: str, value: Any, default: Any) -> None:
     alone, so that a bad value is refused when the spec is read, not mid-run or never."""
     from ablate.domains import check_keyword, show
 
-    if value is None:
-        return
     if isinstance(default, bool):
+        if value is None:
+            return
         if not isinstance(value, bool):
             raise SpecError(f"Invalid value for '{where}': expected true or false (default {default!r}), "
                             f"got {show(value)}.")

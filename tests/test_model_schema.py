@@ -8,6 +8,7 @@ depth that does not fit the task's input is refused with the figures.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,40 @@ def test_check_buildable_remembers_each_task_apart() -> None:
         check_buildable(spec, RGB)  # ... but not for another task
     rgb = load_spec({"task": RGB.model_dump(), "model": {"type": "coarse_fine", **TINY, "global_branch": TINY_GLOBAL}})
     check_buildable(rgb)  # task None: the spec's own task
+
+
+# --- the branch's scalars: checked once, by the registry's domains ------------------------------
+
+GLOBAL = "model.global_branch"
+
+
+@pytest.mark.parametrize(("model", "where", "expected"), [
+    ({"filters": 0}, "model.filters", r"an integer >= 1, got 0"),
+    ({"filters": None}, "model.filters", r"an integer \(default 16\), got None"),
+    ({"width_mult": 0}, "model.width_mult", r"a number > 0, got 0"),
+    ({"width_mult": None}, "model.width_mult", r"a finite number \(default 1\.0\), got None"),
+    ({"global_branch": {**TINY_GLOBAL, "downsample": 0}}, f"{GLOBAL}.downsample", r"an integer >= 1, got 0"),
+    ({"global_branch": {**TINY_GLOBAL, "downsample": None}}, f"{GLOBAL}.downsample",
+     r"an integer \(default 2\), got None"),
+    ({"global_branch": {**TINY_GLOBAL, "downsample": 1.5}}, f"{GLOBAL}.downsample", r"an integer \(default 2\)"),
+    ({"global_branch": {**TINY_GLOBAL, "filters": None}}, f"{GLOBAL}.filters", r"an integer \(default 16\)"),
+])
+def test_a_bad_branch_scalar_is_refused_at_load_in_the_domains_words(model: dict[str, Any], where: str,
+                                                                      expected: str) -> None:
+    """``ablate spec`` refuses it (no build needed), and the build says the same, not its own words."""
+    model = {"type": "coarse_fine", **TINY, **model}
+    message = rf"^Invalid value for '{re.escape(where)}': expected {expected}"
+    with pytest.raises(SpecError, match=message):
+        load_spec({"model": model})
+    with pytest.raises(SpecError, match=message):
+        build_model(model)
+
+
+def test_a_downsample_that_does_not_divide_the_input_is_refused_for_the_task() -> None:
+    spec = load_spec({"model": {"type": "coarse_fine", **TINY, "global_branch": {**TINY_GLOBAL, "downsample": 3}}})
+    with pytest.raises(SpecError, match=r"^model\.global_branch\.downsample=3 must divide the 64x128 input"):
+        check_buildable(spec)
+    check_buildable(spec, Task(height=48, width=96, classes=["a", "b"]))  # 3 divides 48x96
 
 
 # --- one declaration: a slot added to the schema is picked up everywhere ----------------------

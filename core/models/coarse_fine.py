@@ -41,7 +41,8 @@ from ablate.registry import BRANCH, BRANCHES, FUSIONS, MODELS, EntrySchema, Regi
 
 # Keys of a global branch the spec leaves out: half resolution and one more down-sampling than
 # the local default, so a 64x128 input reaches a 2x4 map (32x coarser) at the global bottleneck.
-GLOBAL_DEFAULTS: dict[str, Any] = {"type": "unet", "downsample": 2, "depth": 4}
+GLOBAL_DEFAULTS: dict[str, Any] = {"type": "unet", "downsample": 2, "depth": BRANCH.scalars["depth"] + 1}
+DEFAULT_FUSION: dict[str, Any] = {"type": "concat"}  # the fusion when the spec leaves it out: keeps both
 WHERE = "model.global_branch"
 
 
@@ -54,7 +55,9 @@ class GlobalBranch:
 
 
 # The global branch's kinds (one so far). Not a spec-level registry: it only appears nested
-# under ``model.global_branch``, where the registry validates its keys and blocks.
+# under ``model.global_branch``, where the registry validates its keys and blocks (``downsample``
+# an integer >= 1, by ``ablate.domains``); ``check`` and ``resolve`` take the task, like a
+# ``ModelBuilder``'s ``check``, since the pooled size depends on its input.
 @BRANCHES.register("unet")
 class GlobalUNet:
     """A simplified U-Net on the image average-pooled by ``downsample`` (the global branch)."""
@@ -66,23 +69,25 @@ class GlobalUNet:
         return BRANCH.entry_schema(summary, defaults={"depth": GLOBAL_DEFAULTS["depth"]},
                                    extra={"downsample": (GLOBAL_DEFAULTS["downsample"], None)})
 
-    @staticmethod
-    def downsample(config: Mapping[str, Any], height: int, width: int) -> int:
-        """The pooling factor, checked: a positive integer that divides the input size."""
-        downsample = config["downsample"]
-        if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
-            raise SpecError(f"{WHERE}.downsample: expected a positive integer, got {downsample!r}.")
-        check_downsample(downsample, height, width)
-        return downsample
+    def check(self, config: Mapping[str, Any], task: Shaped) -> None:
+        """Raises a SpecError naming the key when the branch cannot be built on ``task``'s pooled input."""
+        height, width = pooled(config, task)
+        check_branch(config, WHERE, height, width)
 
-    def check(self, config: Mapping[str, Any], height: int, width: int) -> None:
-        downsample = self.downsample(config, height, width)
-        check_branch(config, WHERE, height // downsample, width // downsample, GLOBAL_DEFAULTS["depth"])
+    def resolve(self, config: Mapping[str, Any], task: Shaped) -> GlobalBranch:
+        """The branch to build on ``task``'s input, its depth checked at the pooled size."""
+        height, width = pooled(config, task)
+        check_depth(config["depth"], height, width, where=f"{WHERE}.depth")
+        return GlobalBranch(make_branch(config, WHERE), config["downsample"])
 
-    def resolve(self, config: Mapping[str, Any], height: int, width: int) -> GlobalBranch:
-        downsample = self.downsample(config, height, width)
-        check_depth(config["depth"], height // downsample, width // downsample, where=f"{WHERE}.depth")
-        return GlobalBranch(make_branch(config, WHERE, GLOBAL_DEFAULTS["depth"]), downsample)
+
+def pooled(config: Mapping[str, Any], task: Shaped) -> tuple[int, int]:
+    """The global branch's input size: ``task``'s pooled by ``downsample``, which must divide it."""
+    downsample = config["downsample"]
+    if task.height % downsample or task.width % downsample:
+        raise SpecError(f"{WHERE}.downsample={downsample} must divide the {task.height}x{task.width} input "
+                        f"(try 2 or 4).")
+    return task.height // downsample, task.width // downsample
 
 
 def global_config(global_branch: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -93,16 +98,15 @@ def global_config(global_branch: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**GLOBAL_DEFAULTS, **given}
 
 
-def check_downsample(downsample: int, height: int, width: int) -> None:
-    """Raises a SpecError unless the global branch's pooling factor divides the input size."""
-    if height % downsample or width % downsample:
-        raise SpecError(f"{WHERE}.downsample={downsample} must divide the {height}x{width} input (try 2 or 4).")
-
-
 def _global(config: Mapping[str, Any]) -> tuple[GlobalUNet, dict[str, Any]]:
     """The global branch's builder and its config (defaults filled in)."""
     glob = global_config(config.get("global_branch"))
     return BRANCHES.get(BRANCHES.split(glob)[0])(), glob
+
+
+def _fusion(config: Mapping[str, Any], local: Branch, **extra: Any) -> keras.layers.Layer:
+    """The fusion the spec names (``DEFAULT_FUSION`` if none) at the local branch's full width."""
+    return FUSIONS.build(config.get("fusion") or DEFAULT_FUSION, filters=local.width(0), **extra)
 
 
 @MODELS.register("coarse_fine")
@@ -113,25 +117,22 @@ class CoarseFine(ModelBuilder):
         "global_branch": (None, BRANCHES), "fusion": (None, FUSIONS)}
 
     def check(self, config: Mapping[str, Any], task: Shaped) -> None:
-        local = check_branch(config, "model", task.height, task.width, self.default_depth)
+        local = check_branch(config, "model", task.height, task.width)
         builder, glob = _global(config)
-        builder.check(glob, task.height, task.width)
+        builder.check(glob, task)
         with spec_errors("model.fusion"):
-            FUSIONS.build(config.get("fusion") or {"type": "concat"}, filters=local.width(0),
-                          kernel_regularizer=None)
+            _fusion(config, local, kernel_regularizer=None)
 
     def build(self, config: Mapping[str, Any], task: Shaped) -> keras.Model:
-        height, width = task.height, task.width
-        check_depth(config.get("depth", self.default_depth), height, width)
-        local = make_branch(config, "model", self.default_depth)
+        check_depth(config.get("depth", BRANCH.scalars["depth"]), task.height, task.width)
+        local = make_branch(config, "model")
         builder, glob_config = _global(config)
-        glob = builder.resolve(glob_config, height, width)
+        glob = builder.resolve(glob_config, task)
         inputs = keras.Input(shape=task.input_shape, name="image")
         fine = run_branch(inputs, local, "l_")
         small = inputs
         if glob.downsample > 1:
             small = keras.layers.AveragePooling2D(glob.downsample, name="g_downsample")(inputs)
         coarse = run_branch(small, glob.branch, "g_")
-        fused = FUSIONS.build(config.get("fusion") or {"type": "concat"}, filters=local.width(0),
-                              kernel_regularizer=local.reg.kernel(), name="fusion")([fine, coarse])
+        fused = _fusion(config, local, kernel_regularizer=local.reg.kernel(), name="fusion")([fine, coarse])
         return keras.Model(inputs, head(fused, task.num_classes), name="coarse_fine")

@@ -120,17 +120,14 @@ class Branch:
         return x if layer is None else layer(x)
 
 
-def make_branch(config: Mapping[str, Any] | None = None, where: str = "model", default_depth: int = 3) -> Branch:
-    """Resolves a branch section (``model`` or ``model.global_branch``): scalars and every slot of
-    ``BRANCH`` (a slot left out: its default block)."""
+def make_branch(config: Mapping[str, Any] | None = None, where: str = "model") -> Branch:
+    """Resolves a branch section (``model`` or ``model.global_branch``): the scalars of ``BRANCH`` (a
+    scalar left out: its default there) and every slot (a slot left out: its default block).
+
+    The registry has checked the scalars' values when the spec was validated (``ablate.domains``).
+    """
     config = config or {}
-    depth = config.get("depth", default_depth)
-    filters = config.get("filters", BRANCH.scalars["filters"])
-    width_mult = config.get("width_mult", BRANCH.scalars["width_mult"])
-    if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
-        raise SpecError(f"{where}.filters: expected a positive integer, got {filters!r}.")
-    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or width_mult <= 0:
-        raise SpecError(f"{where}.width_mult: expected a number > 0, got {width_mult!r}.")
+    depth, filters, width_mult = (config.get(key, BRANCH.scalars[key]) for key in ("depth", "filters", "width_mult"))
     blocks = {slot.key: slot.resolve(config, where) for slot in BRANCH.slots}
     policy = BRANCH.at(POLICY)[0]
     with spec_errors(f"{where}.{policy.key}"):
@@ -175,14 +172,14 @@ def head(x: Any, num_classes: int) -> Any:
     return keras.layers.Conv2D(num_classes, 1, activation="softmax", dtype="float32", name="head")(x)
 
 
-def check_branch(config: Mapping[str, Any], where: str, height: int, width: int, default_depth: int = 3) -> Branch:
+def check_branch(config: Mapping[str, Any], where: str, height: int, width: int) -> Branch:
     """Spec-time checks of one branch: depth against its input size, widths, and every slot's block.
 
     Instantiating the blocks (no weights are created) turns a bad value such as ``rates: [0]``
     into a SpecError naming the slot when the spec is checked, not a crash during the build.
     """
-    check_depth(config.get("depth", default_depth), height, width, where=f"{where}.depth")
-    branch = make_branch(config, where, default_depth)
+    check_depth(config.get("depth", BRANCH.scalars["depth"]), height, width, where=f"{where}.depth")
+    branch = make_branch(config, where)
     for slot in BRANCH.slots:
         if slot.role != POLICY and branch.blocks[slot.key] is not None:
             with spec_errors(f"{where}.{slot.key}"):
@@ -232,17 +229,17 @@ class ModelBuilder:
     """A registered model builder: the keys it takes, its spec-time checks, and the build.
 
     Subclasses set ``extra`` (their own keys beyond the branch's: ``key -> (default, registry of its
-    blocks or None)``) and ``default_depth``, and implement ``check`` and ``build``.
+    blocks or None)``) and implement ``check`` and ``build``; the branch's scalars default to
+    ``BRANCH.scalars``.
     """
 
     extra: ClassVar[Mapping[str, tuple[Any, Registry | None]]] = {}
-    default_depth: ClassVar[int] = 3
 
     @classmethod
     def entry_schema(cls) -> EntrySchema:
         """What a spec may set on this model: ``BRANCH``'s scalars and slots, and ``extra``."""
         doc = (cls.__doc__ or "").strip().splitlines()
-        return BRANCH.entry_schema(doc[0] if doc else "", defaults={"depth": cls.default_depth}, extra=cls.extra)
+        return BRANCH.entry_schema(doc[0] if doc else "", extra=cls.extra)
 
     def check(self, config: Mapping[str, Any], task: Shaped) -> None:
         """Raises a SpecError naming the key when ``config`` cannot be built for ``task``."""
@@ -257,10 +254,10 @@ class UNet(ModelBuilder):
     """U-Net: encoder, bottleneck, decoder with skips; softmax over the task's classes."""
 
     def check(self, config: Mapping[str, Any], task: Shaped) -> None:
-        check_branch(config, "model", task.height, task.width, self.default_depth)
+        check_branch(config, "model", task.height, task.width)
 
     def build(self, config: Mapping[str, Any], task: Shaped) -> keras.Model:
-        check_depth(config.get("depth", self.default_depth), task.height, task.width)
-        branch = make_branch(config, "model", self.default_depth)
+        check_depth(config.get("depth", BRANCH.scalars["depth"]), task.height, task.width)
+        branch = make_branch(config, "model")
         inputs = keras.Input(shape=task.input_shape, name="image")
         return keras.Model(inputs, head(run_branch(inputs, branch), task.num_classes), name="unet")
