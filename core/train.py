@@ -91,7 +91,7 @@ def load_data(spec: Spec, data: MarsData | None = None) -> Split:
     if spec.data.clean:
         from ablate.data.clean import find_outliers
 
-        removed = np.asarray(find_outliers(masks, images=images).removed, dtype=int)
+        removed = np.asarray(find_outliers(masks, ignore_label=task.ignore_label, images=images).removed, dtype=int)
         keep = np.setdiff1d(keep, removed)
         images, masks = images[keep], masks[keep]
         groups = groups[keep] if groups is not None else None

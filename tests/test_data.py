@@ -243,7 +243,7 @@ def test_write_npz_atomic_and_suffix(tmp_path: Path) -> None:
 def test_find_outliers_on_synthetic_data() -> None:
     arrays, truth = _synth(400, 5)
     train = arrays["training_set"]
-    report = find_outliers(train[:, 1], images=train[:, 0])
+    report = find_outliers(train[:, 1], ignore_label=0, images=train[:, 0])
     assert report.removed == truth.tolist()
     kept = [g for g in report.groups if not g["outlier"]]
     assert any(g["classes"] == [0] for g in kept)  # all-background masks are kept
@@ -256,11 +256,11 @@ def test_identical_masks_on_near_duplicate_images_are_kept() -> None:
     base = arrays["training_set"][0, 0].astype(np.int16)
     images = np.stack([np.clip(base + d, 0, 255) for d in (0, 1, -1, 2)]).astype(np.uint8)
     masks = np.repeat(arrays["training_set"][truth[0], 1][None], 4, axis=0)
-    report = find_outliers(masks, images=images)
+    report = find_outliers(masks, ignore_label=0, images=images)
     assert report.removed == [] and "near-duplicates" in report.groups[0]["reason"]
-    assert find_outliers(masks).removed == [0, 1, 2, 3]  # without images every image counts as distinct
+    assert find_outliers(masks, ignore_label=0).removed == [0, 1, 2, 3]  # without images every image counts as distinct
     with pytest.raises(DataError, match="min_group must be an integer >= 2"):
-        find_outliers(masks, min_group=1)
+        find_outliers(masks, min_group=1, ignore_label=0)
 
 
 def test_clean_npz_writes_cleaned_file_and_report(tmp_path: Path) -> None:

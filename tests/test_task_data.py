@@ -282,3 +282,22 @@ def test_find_outliers_has_no_default_ignore_label() -> None:
 
     with pytest.raises(TypeError, match="ignore_label"):
         find_outliers(np.zeros((3, 8, 8), np.uint8))  # type: ignore[call-arg]
+
+
+def test_a_run_cleans_its_data_with_its_tasks_ignore_label(tmp_path: Path) -> None:
+    """`data.clean: true` in a run: the outliers are found with the task's ignore label (255 here), not Mars's 0."""
+    from helpers import PRESET
+
+    from ablate.spec import load_spec
+    from ablate.train import load_data
+
+    strip_of_255, strip_on_0 = np.ones((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+    strip_of_255[:2], strip_on_0[:2] = 255, 1
+    masks = np.stack([strip_of_255] * 3 + [strip_on_0] * 3)
+    images = np.random.default_rng(0).integers(0, 255, (6, 8, 8), dtype=np.uint8)
+    path = _save(tmp_path / "strips.npz", images=images, masks=masks)
+    task = "task={height: 8, width: 8, channels: 1, classes: [a, b], ignore_label: 255}"
+    overrides = [task, f"data.path={path}", "data.clean=true", "data.val_fraction=0.34", "model.depth=2"]
+    split = load_data(load_spec(PRESET, overrides))
+    assert len(split.x_train) + len(split.x_val) == 3
+    assert set(split.val_index.tolist()) <= {0, 1, 2}  # kept: the strips of 255; gone: the strips of class 1 on 0
