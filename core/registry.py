@@ -75,6 +75,7 @@ class EntrySchema:
         nested: arguments whose values are block configs of another registry (by registry key).
         ignored_with: ``{key: other keys}`` the component ignores when ``key`` is set.
         summary: the first line of its docstring.
+        required: keys a spec must set (a model's required slots: ``Slot.required``).
         registries: the live registry of each ``nested`` key, where the entry declares its schema
             (a model builder: its slots may come from a registry outside ``ALL_REGISTRIES``); not
             part of the manifest.
@@ -85,16 +86,18 @@ class EntrySchema:
     nested: dict[str, str] = field(default_factory=dict)
     ignored_with: dict[str, tuple[str, ...]] = field(default_factory=dict)
     summary: str = ""
+    required: frozenset[str] = frozenset()
     registries: Mapping[str, Registry] = field(default_factory=dict, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "params": sorted(self.params),
             "defaults": {k: _json_default(v) for k, v in sorted(self.defaults.items())},
             "nested": dict(sorted(self.nested.items())),
             "ignored_with": {k: list(v) for k, v in sorted(self.ignored_with.items())},
             "summary": self.summary,
         }
+        return {**out, "required": sorted(self.required)} if self.required else out  # no shipped entry has one
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> EntrySchema:
@@ -104,6 +107,7 @@ class EntrySchema:
             nested=dict(d["nested"]),
             ignored_with={k: tuple(v) for k, v in d["ignored_with"].items()},
             summary=d["summary"],
+            required=frozenset(d.get("required", ())),
         )
 
 
@@ -268,7 +272,8 @@ class Registry:
 
         A key is an error if the constructor does not take it, if the caller or the builder
         supplies it (``reserved``, ``supplied``) or if the block ignores it next to another key
-        (``ignored_with``). Errors name the key, the place, the block type and the allowed keys.
+        (``ignored_with``); a required key (``EntrySchema.required``) left out or null is one too.
+        Errors name the key, the place, the block type and the allowed keys (or the choices).
         """
         name, kwargs = self.split(config)
         if name not in self:
@@ -294,6 +299,10 @@ class Registry:
                         sub.validate(item, where=f"{where}.{key}[{i}]")
                 elif value is not None:
                     sub.validate(value, where=f"{where}.{key}")
+        for key in sorted(schema.required):
+            if kwargs.get(key) is None:
+                raise SpecError(missing(f"{where}.{key}", schema.registries.get(key)
+                                        or _VALIDATORS.get(schema.nested.get(key, ""))))
         self._check_ignored(name, schema, kwargs, where)
 
     def _check_ignored(self, name: str, schema: EntrySchema, kwargs: Mapping[str, Any], where: str) -> None:
@@ -335,6 +344,15 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
+
+
+def missing(where: str, registry: Registry | None) -> str:
+    """The message for a required key left out: its place and, for a block, its registry's choices."""
+    if registry is None:
+        return f"{where}: required; expected a value."
+    names = registry.names()
+    return (f"{where}: required; expected a block, one of {', '.join(names)} "
+            f"(e.g. {{type: {names[0] if names else '...'}}}).")
 
 
 def _qualname(obj: Any) -> str:
@@ -465,9 +483,8 @@ class Slot:
         value = config.get(self.key)
         if value is not None:
             return value  # type: ignore[no-any-return]
-        if self.required:
-            raise SpecError(f"{where}.{self.key}: required; expected a block, one of {', '.join(self.choices())} "
-                            f"(e.g. {{type: {self.choices()[0] if self.choices() else '...'}}}).")
+        if self.required:  # the validator refuses it first; a global branch the spec leaves out is seen here
+            raise SpecError(missing(f"{where}.{self.key}", self.registry))
         return None if self.default is None else dict(self.default)
 
     def choices(self) -> list[str]:
@@ -546,6 +563,7 @@ class BranchSchema:
             defaults={k: d for k, (d, _) in keys.items()},
             nested={k: r.key for k, r in nested.items()},
             summary=summary,
+            required=frozenset(s.key for s in self.slots if s.required),
             registries=nested,
         )
 

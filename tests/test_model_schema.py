@@ -189,11 +189,22 @@ def test_a_slot_declared_once_is_validated_built_listed_and_offered(capsys: pyte
 
 
 def test_a_required_slot_must_be_set() -> None:
+    """The validator refuses a spec without it when the spec is read, in every branch that leaves it out."""
+    message = r"^model\.{}norm: required; expected a block, one of batch \(e\.g\. \{{type: batch\}}\)\.$"
     with BRANCH.added(Slot("norm", NORMS, AFTER_STAGE, required=True)):
-        spec = load_spec({"model": {"type": "unet", **TINY}})
-        with pytest.raises(SpecError, match=r"^model\.norm: required; expected a block, one of batch "
-                                            r"\(e\.g\. \{type: batch\}\)\.$"):
-            check_buildable(spec)
+        assert BRANCH.slot("norm").describe() == "norm, after_stage, required: batch"
+        with pytest.raises(SpecError, match=message.format("")):
+            load_spec({"model": {"type": "unet", **TINY}})
+        with pytest.raises(SpecError, match=message.format("")):
+            load_spec({"model": {"type": "unet", **TINY, "norm": None}})
+        local = {"type": "coarse_fine", **TINY, "norm": {"type": "batch"}}
+        with pytest.raises(SpecError, match=message.format(r"global_branch\.")):
+            load_spec({"model": {**local, "global_branch": TINY_GLOBAL}})
+        left_out = load_spec({"model": local})  # the default global branch: refused when checked for the task
+        with pytest.raises(SpecError, match=message.format(r"global_branch\.")):
+            check_buildable(left_out)
+        load_spec({"model": {"type": "unet", **TINY, "norm": {"type": "batch"}}})
+    load_spec({"model": {"type": "unet", **TINY}})  # gone with the declaration
 
 
 @pytest.mark.parametrize(("slot", "message"), [
