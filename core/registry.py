@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ablate.errors import SpecError, excerpt
 
@@ -129,6 +129,14 @@ def _from_json_default(value: Any) -> Any:
     return value
 
 
+@runtime_checkable
+class DeclaresSchema(Protocol):
+    """A registered entry that declares its keys itself (a ``ModelBuilder``, the coarse-fine model's
+    ``GlobalUNet``) instead of having them read from its constructor's signature."""
+
+    def entry_schema(self) -> EntrySchema: ...
+
+
 @cache
 def _manifest() -> dict[str, dict[str, Any]]:
     """The snapshot of every registry's schemas (``{registry key: {name: schema json}}``)."""
@@ -218,9 +226,8 @@ class Registry:
 
     def _live_schema(self, name: str) -> EntrySchema:
         target = self._entries[name]
-        declared = getattr(target, "entry_schema", None)  # a builder that declares its keys (ModelBuilder)
-        if declared is not None:
-            return declared()  # type: ignore[no-any-return]
+        if isinstance(target, DeclaresSchema):  # a class whose classmethod entry_schema declares its keys
+            return target.entry_schema()
         doc = inspect.getdoc(target) or ""
         return EntrySchema(
             params=frozenset(_accepted_params(target)),

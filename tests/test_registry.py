@@ -11,7 +11,7 @@ import pytest
 from ablate import load_all
 from ablate.cli.main import main
 from ablate.errors import SpecError
-from ablate.registry import ALL_REGISTRIES, BRANCH, MODELS, SKIPS, Registry
+from ablate.registry import ALL_REGISTRIES, BRANCH, BRANCHES, MODELS, SKIPS, DeclaresSchema, EntrySchema, Registry
 
 load_all()  # registers every block (a saved model of this project reloads)
 
@@ -37,6 +37,28 @@ def widgets() -> Registry:
     reg.register("sized")(Sized)
     reg.register("plaid")(Widget)
     return reg
+
+
+class Declared:
+    """A thing that declares its keys itself; its constructor takes anything."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+
+    @classmethod
+    def entry_schema(cls) -> EntrySchema:
+        return EntrySchema(params=frozenset({"knob"}), defaults={"knob": 2}, summary="declared")
+
+
+def test_an_entry_that_declares_its_schema_is_read_through_the_protocol(widgets: Registry) -> None:
+    widgets.register("declared")(Declared)
+    assert isinstance(Declared, DeclaresSchema) and not isinstance(Widget, DeclaresSchema)
+    assert widgets.schema("declared") == Declared.entry_schema()  # not the constructor's **kwargs
+    widgets.validate({"type": "declared", "knob": 3})
+    with pytest.raises(SpecError, match=r"Invalid value for 'widget\.knob': expected an integer \(default 2\)"):
+        widgets.validate({"type": "declared", "knob": "x"})
+    assert all(isinstance(MODELS.get(n), DeclaresSchema) for n in MODELS.names())
+    assert all(isinstance(BRANCHES.get(n), DeclaresSchema) for n in BRANCHES.names())
 
 
 def test_duplicate_name_raises_and_keeps_the_first(widgets: Registry) -> None:
