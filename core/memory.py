@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError, SpecError
+from ablate.registry import BRANCH, BRANCHES, DEFAULT_BRANCH, FUSIONS, MODELS, STAGE, Registry
 from ablate.spec import Spec
 from ablate.task import MARS, Task
 
@@ -52,6 +53,7 @@ WEIGHT_COPIES = 4  # the weights, Adam's two moments, the gradient
 ACTIVATIONS_PER_LEVEL = 24  # tensors back-propagation keeps per level, rounded up (see the module doc)
 BOTTLENECK_WEIGHTS = 34  # x w_depth**2: the largest shipped bottleneck (SE + dilated), rounded up
 FUSION_WEIGHTS = 40  # x w_0**2: the largest shipped fusion (cross-scale), rounded up
+KERNEL = 3  # a stage block without a kernel_size (none ships one) counted as 3x3
 RUNTIME_BYTES = 1 * GB  # TensorFlow, the data set and MLflow in one process, before any model
 WORKER_BYTES = RUNTIME_BYTES  # what one more worker process costs before it builds its model
 
@@ -129,23 +131,22 @@ def _sizes(model: Mapping[str, Any], hw: tuple[int, int] = INPUT_HW) -> tuple[fl
     for branch, pooled in _branches(model):
         p, v = _branch_size(branch, pooled, hw)
         params, values = params + p, values + v
-    if "fusion" in _defaults(model):  # coarse-fine: the fusion works at the local branch's full width
+    if _key_for(model, FUSIONS):  # coarse-fine: the fusion works at the local branch's full width
         params += FUSION_WEIGHTS * _width(_setting(model, "filters"), _setting(model, "width_mult"), 0) ** 2
     return params, values
 
 
 def _branches(model: Mapping[str, Any]) -> list[tuple[dict[str, Any], int]]:
-    """Each branch's settings (depth, filters, width_mult, kernel) with the factor its input is
-    pooled by: the local one, and the global one of a coarse-fine model (``model.global_branch``,
-    its keys over the branch builder's defaults)."""
-    out = [({k: _setting(model, k) for k in _FALLBACK} | {"kernel": _kernel(model)}, 1)]
-    if "global_branch" in _defaults(model):
-        from ablate.registry import BRANCHES
-
-        given = dict(model.get("global_branch") or {})
-        name = str(given.get("type", "unet"))
+    """Each branch's settings (``BRANCH``'s scalars and the kernel) with the factor its input is
+    pooled by: the local one, and the global one of a coarse-fine model (its key whose blocks are
+    ``BRANCHES``', ``model.global_branch``: its keys over the branch builder's defaults)."""
+    out = [({k: _setting(model, k) for k in BRANCH.scalars} | {"kernel": _kernel(model)}, 1)]
+    key = _key_for(model, BRANCHES)
+    if key:
+        given = dict(model.get(key) or {})
+        name = str(given.get("type", DEFAULT_BRANCH))
         defaults = BRANCHES.schema(name).defaults if name in BRANCHES else {}
-        merged = {k: _number(given.get(k, defaults.get(k)), k) for k in _FALLBACK} | {"kernel": _kernel(given)}
+        merged = {k: _number(given.get(k, defaults.get(k)), k) for k in BRANCH.scalars} | {"kernel": _kernel(given)}
         downsample = given.get("downsample", defaults.get("downsample"))
         out.append((merged, downsample if isinstance(downsample, int) and downsample > 0 else 1))
     return out
@@ -171,20 +172,25 @@ def _width(filters: Any, mult: Any, level: int) -> float:
     return max(1.0, float(round(float(filters) * float(mult) * 2**level)))
 
 
-def _kernel(model: Mapping[str, Any]) -> int:
-    conv = model.get("conv")
-    return int(conv.get("kernel_size", 3)) if isinstance(conv, Mapping) else 3
+def _kernel(branch: Mapping[str, Any]) -> int:
+    """The kernel size of a branch's stage block (``BRANCH``'s stage slot): the spec's, else the block's default."""
+    slot = BRANCH.at(STAGE)[0]
+    block = branch.get(slot.key) or slot.default
+    name, kwargs = slot.registry.split(block) if block is not None else ("", {})
+    default = slot.registry.schema(name).defaults.get("kernel_size") if name in slot.registry else None
+    kernel = kwargs.get("kernel_size", default)
+    return kernel if isinstance(kernel, int) and not isinstance(kernel, bool) else KERNEL
 
 
 def _defaults(model: Mapping[str, Any]) -> dict[str, Any]:
     """The model builder's defaults, from the registry's schema (the manifest: no TensorFlow)."""
-    from ablate.registry import MODELS
-
     return dict(MODELS.schema(str(model["type"])).defaults)
 
 
-# A model builder without one of these keys is counted as the plain U-Net's default.
-_FALLBACK: dict[str, float] = {"depth": 3, "filters": 16, "width_mult": 1.0}
+def _key_for(model: Mapping[str, Any], registry: Registry) -> str | None:
+    """The model builder's key whose blocks are ``registry``'s (a coarse-fine model's ``fusion``, ``global_branch``)."""
+    nested = MODELS.schema(str(model["type"])).nested
+    return next((key for key, kind in nested.items() if kind == registry.key), None)
 
 
 def _setting(model: Mapping[str, Any], key: str) -> float:
@@ -195,7 +201,7 @@ def _setting(model: Mapping[str, Any], key: str) -> float:
 
 def _number(value: Any, key: str) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return value if ok else _FALLBACK[key]
+    return value if ok else BRANCH.scalars[key]  # a builder without the key: counted as a branch's default
 
 
 # --- the machine -------------------------------------------------------------------------

@@ -414,6 +414,7 @@ UPSAMPLERS = Registry("upsampler", supplied=_WIDTH)
 REGULARIZERS = Registry("regularizer")
 FUSIONS = Registry("fusion", supplied=_WIDTH)
 BRANCHES = Registry("branch", key="branches")  # the global branch of the coarse-fine model
+DEFAULT_BRANCH = "unet"  # the BRANCHES entry a coarse-fine spec that leaves its global branch out gets
 LOSSES = Registry("loss", key="losses")
 AUGMENTATIONS = Registry("augmentation")
 OPTIMIZERS = Registry("optimizer")

@@ -37,11 +37,11 @@ from ablate.models.unet import (
     run_branch,
     spec_errors,
 )
-from ablate.registry import BRANCH, BRANCHES, FUSIONS, MODELS, EntrySchema, Registry
+from ablate.registry import BRANCH, BRANCHES, DEFAULT_BRANCH, FUSIONS, MODELS, EntrySchema, Registry
 
 # Keys of a global branch the spec leaves out: half resolution and one more down-sampling than
 # the local default, so a 64x128 input reaches a 2x4 map (32x coarser) at the global bottleneck.
-GLOBAL_DEFAULTS: dict[str, Any] = {"type": "unet", "downsample": 2, "depth": BRANCH.scalars["depth"] + 1}
+GLOBAL_DEFAULTS: dict[str, Any] = {"type": DEFAULT_BRANCH, "downsample": 2, "depth": BRANCH.scalars["depth"] + 1}
 DEFAULT_FUSION: dict[str, Any] = {"type": "concat"}  # the fusion when the spec leaves it out: keeps both
 WHERE = "model.global_branch"
 
@@ -58,7 +58,7 @@ class GlobalBranch:
 # under ``model.global_branch``, where the registry validates its keys and blocks (``downsample``
 # an integer >= 1, by ``ablate.domains``); ``check`` and ``resolve`` take the task, like a
 # ``ModelBuilder``'s ``check``, since the pooled size depends on its input.
-@BRANCHES.register("unet")
+@BRANCHES.register(DEFAULT_BRANCH)
 class GlobalUNet:
     """A simplified U-Net on the image average-pooled by ``downsample`` (the global branch)."""
 
