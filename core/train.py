@@ -8,7 +8,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import math
 import sys
 import time
@@ -153,7 +152,7 @@ def compile_model(spec: Spec, split: Split, steps_per_epoch: int,
     else:
         keras.mixed_precision.set_global_policy("float32")
     task = split.task
-    model = build_model(spec.model, num_classes=task.num_classes, input_shape=task.input_shape)
+    model = build_model(spec.model, task)
     loss = LOSSES.build(spec.loss)
     if hasattr(loss, "set_task"):
         loss.set_task(task)  # the ignore label and the scored classes
@@ -161,7 +160,7 @@ def compile_model(spec: Spec, split: Split, steps_per_epoch: int,
         loss.prepare(split.y_train)  # e.g. class weights from the training masks
     schedule = SCHEDULES.build(spec.schedule)
     opt_name, opt_kwargs = OPTIMIZERS.split(spec.optimizer)
-    default_lr = inspect.signature(OPTIMIZERS.get(opt_name)).parameters["learning_rate"].default
+    default_lr = OPTIMIZERS.schema(opt_name).defaults["learning_rate"]
     base_lr = float(opt_kwargs.pop("learning_rate", default_lr))  # each optimizer's own default
     lr = schedule.learning_rate(base_lr, spec.train.epochs, steps_per_epoch)
     optimizer = OPTIMIZERS.get(opt_name)(learning_rate=lr, **opt_kwargs)

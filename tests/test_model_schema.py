@@ -44,7 +44,7 @@ def check_output(model_spec: dict[str, Any], task: Task) -> None:
     """Checks the spec for ``task`` (as every training command does), builds it and runs two images."""
     check_buildable(load_spec({"model": model_spec}), task)
     keras.utils.set_random_seed(0)
-    model = build_model(model_spec, num_classes=task.num_classes, input_shape=task.input_shape)
+    model = build_model(model_spec, task)
     x = np.random.default_rng(0).random((2, *task.input_shape), dtype=np.float32)
     probs = keras.ops.convert_to_numpy(model(x, training=False))
     assert probs.shape == (2, task.height, task.width, task.num_classes)
@@ -85,6 +85,15 @@ def test_every_model_preset_builds_for_the_task(path: Path, task: str) -> None:
     check_output(fitted(load_spec(path).model, TASKS[task]), TASKS[task])
 
 
+def test_build_model_takes_a_task_or_the_figures() -> None:
+    """The task gives the classes and input shape (Mars by default); named figures replace the task's."""
+    assert build_model({"type": "unet", **TINY}).output_shape == (None, *MARS.input_shape[:2], MARS.num_classes)
+    assert build_model({"type": "unet", **TINY}, RGB).output_shape == (None, 48, 96, 7)
+    shaped = build_model({"type": "unet", **TINY}, RGB, num_classes=3, input_shape=(32, 32, 1))
+    assert (shaped.input_shape, shaped.output_shape) == ((None, 32, 32, 1), (None, 32, 32, 3))
+    assert build_model({"type": "unet", **TINY}, num_classes=2).output_shape[-1] == 2
+
+
 # --- depth against the task's input ------------------------------------------------------------
 
 def test_depth_is_checked_against_the_specs_task_at_load_time() -> None:
@@ -103,7 +112,7 @@ def test_global_branch_depth_is_checked_at_its_downsampled_size_for_the_task() -
     with pytest.raises(SpecError, match=message):
         check_buildable(spec, RGB)
     with pytest.raises(SpecError, match=message):  # the build refuses it too
-        build_model(spec.model, num_classes=RGB.num_classes, input_shape=RGB.input_shape)
+        build_model(spec.model, RGB)
 
 
 def test_check_buildable_remembers_each_task_apart() -> None:

@@ -11,7 +11,17 @@ import pytest
 from ablate import load_all
 from ablate.cli.main import main
 from ablate.errors import SpecError
-from ablate.registry import ALL_REGISTRIES, BRANCH, BRANCHES, MODELS, SKIPS, DeclaresSchema, EntrySchema, Registry
+from ablate.registry import (
+    ALL_REGISTRIES,
+    BRANCH,
+    BRANCHES,
+    MODELS,
+    OPTIMIZERS,
+    SKIPS,
+    DeclaresSchema,
+    EntrySchema,
+    Registry,
+)
 
 load_all()  # registers every block (a saved model of this project reloads)
 
@@ -198,3 +208,11 @@ def test_ablate_blocks_lists_every_registry_with_one_line_per_block(capsys: pyte
             summary = line.strip()[len(name):].strip()
             assert summary, f"{kind} '{name}' has no docstring summary to list"
             assert summary == registry.summary(name)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_every_optimizer_declares_its_default_learning_rate(name: str) -> None:
+    """compile_model reads an optimizer's own default rate from its schema (no signature of its own)."""
+    default = OPTIMIZERS.schema(name).defaults["learning_rate"]
+    assert isinstance(default, float) and default > 0
+    assert OPTIMIZERS.get(name)().learning_rate.numpy() == pytest.approx(default)
