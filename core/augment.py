@@ -34,8 +34,6 @@ from ablate.errors import SpecError
 from ablate.registry import AUGMENTATIONS
 from ablate.task import MARS, Task
 
-BIG_ROCK = MARS.class_id("big_rock")  # the Mars class copy-paste multiplies by default
-
 
 def _check(ok: bool, message: str) -> None:
     if not ok:

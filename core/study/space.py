@@ -38,12 +38,9 @@ from ablate.spec import Spec, set_dotted, validate
 from ablate.task import MARS, Task, task_from_dict
 
 SPEC_SECTIONS = tuple(Spec.model_fields)
-CLASSES = MARS.scored_names  # the Mars task's scored classes; a study's own are its task's
-# Metrics a study may optimise: the best epoch's validation figures (val_miou, val_iou_<scored class>)
-# and the cost figures of a run. EPOCH_METRICS and METRICS name the Mars task's.
-EPOCH_METRICS = ("val_miou", *(f"val_iou_{c}" for c in CLASSES))
+# Metrics a study may optimise: the best epoch's validation figures (val_miou, val_iou_<scored class>,
+# ``epoch_metrics``) and the cost figures of a run.
 COST_METRICS = ("params", "latency_ms_per_image", "flops_per_image", "train_time_s")
-METRICS = (*EPOCH_METRICS, *COST_METRICS)
 _CLASS_METRIC = re.compile(r"^val_iou_[a-z][a-z0-9_]{0,39}$")  # a class name as ablate.task allows it
 
 
@@ -55,6 +52,11 @@ def is_epoch_metric(metric: str) -> bool:
 def epoch_metrics(task: Task) -> tuple[str, ...]:
     """The per-epoch metrics a run of ``task`` logs: ``val_miou`` and ``val_iou_<name>`` per scored class."""
     return ("val_miou", *(f"val_iou_{name}" for name in task.scored_names))
+
+
+EPOCH_METRICS = epoch_metrics(MARS)  # the Mars task's, named in messages; a study's own are its task's
+
+
 MISSING = object()  # what get_dotted returns for an absent key
 
 
