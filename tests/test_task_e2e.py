@@ -1,6 +1,8 @@
 """The whole path on two tasks, through the CLI as a user runs it: spec, ablation (runs and report), study,
 export and predict, on the Mars task (the course layout, no `task:` section) and on a second task that
-shares nothing with it (RGB, 48x96, 7 classes, ignore label 255, given in the spec's `task:` section).
+shares nothing with it (RGB, 48x96, 7 classes, ignore label 255). The second task's runs infer it from
+the data file (the `images`/`masks` layout, its `classes` names, the 255s in its masks), as data brought
+with `ablate data import-folder` is read; its spec step states it in a `task:` section.
 
 Each step is a separate `ablate` process on one local store; the models are tiny (filters 4, depth 2, one
 epoch), so the assertions are about shapes, names and the task travelling through every step, not accuracy.
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from helpers import ROOT, run_cli
@@ -36,7 +39,8 @@ def _write_data(name: str, root: Path) -> Path:
         from ablate.data.synth_task import generate_task
         from ablate.task import task_from_dict
 
-        np.savez(path, **generate_task(task_from_dict(RGB7), 120, n_test=6, seed=0))
+        arrays = generate_task(task_from_dict(RGB7), 120, n_test=6, seed=0)
+        np.savez(path, **arrays, classes=np.array(RGB7["classes"]))
     return path
 
 
@@ -44,10 +48,9 @@ def _write_files(name: str, root: Path, data: Path) -> dict[str, Path]:
     base: dict[str, Any] = {"base": str(ROOT / "ablations/presets/unet-baseline.yaml"),
                             "data": {"path": str(data)}, "model": {"filters": 4, "depth": 2},
                             "train": {"batch_size": 16}, "tracking": {"mask_every": 1, "mask_images": 3}}
-    if TASKS[name] is not None:
-        base["task"] = TASKS[name]
+    stated = {"task": TASKS[name]} if TASKS[name] is not None else {}  # the runs infer it from the file
     files = {
-        "spec": {**base, "name": f"{name}-spec"},
+        "spec": {**base, **stated, "name": f"{name}-spec"},
         "ablation": {"name": f"{name}-abl", "base": base, "design": "one-at-a-time",
                      "budget": {"epochs": 1, "early_stopping": 0, "data_limit": 80},
                      "factors": {"skip": {"add": {"skip": {"type": "add"}}}}},
@@ -96,8 +99,20 @@ def _metric_keys(db: Path) -> set[str]:
 
 
 def test_the_spec_check_shows_the_task(path: dict[str, Any]) -> None:
-    out = path["procs"]["spec"].stdout
-    assert "task" in out or path["name"] == "mars", out[-2000:]
+    shown = json.loads(path["procs"]["spec"].stdout)["task"]
+    if path["name"] == "mars":
+        assert shown is None  # no `task:` section: the Mars default, or the data file's
+    else:
+        assert (shown["height"], shown["width"], shown["channels"]) == (48, 96, 3)
+        assert shown["classes"] == RGB7["classes"] and shown["ignore_label"] == 255
+
+
+def test_the_study_report_covers_its_trials(path: dict[str, Any]) -> None:
+    report = path["root"] / "stu-report"
+    trials = pd.read_csv(report / "trials.csv")
+    assert len(trials) == 2 and set(trials["state"]) == {"COMPLETE"}, trials
+    assert set(trials["params_model.skip.type"]) <= {"concat", "add"} and trials["value_val_miou"].between(0, 1).all()
+    assert f"{path['name']}-stu" in (report / "summary.md").read_text()
 
 
 def test_every_run_scores_the_tasks_classes_by_name(path: dict[str, Any]) -> None:
