@@ -241,9 +241,7 @@ class Cutout(Augmentation):
         self.holes, self.size = int(holes), float(size)
 
     def set_task(self, task: Task) -> None:
-        _check(task.ignore_label is not None,
-               "cutout: the task has no ignore_label, so a hole has no label that is left unscored; "
-               "set task.ignore_label (e.g. 255) or drop cutout.")
+        task.require_ignore_label("cutout")
         super().set_task(task)
 
     def transform(self, image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -371,10 +369,7 @@ class CopyPaste(Augmentation):
         self.bank: tuple[np.ndarray, np.ndarray] | None = None
 
     def set_task(self, task: Task) -> None:
-        class_id = task.class_id(self.class_name, where="copy_paste.class_name")
-        _check(class_id != task.ignore_label,
-               f"copy_paste.class_name names {self.class_name!r}, the task's ignore label, which is not "
-               f"scored; expected one of {', '.join(task.scored_names)}.")
+        class_id = task.scored_class_id(self.class_name, where="copy_paste.class_name")
         super().set_task(task)
         self.class_id = class_id
 

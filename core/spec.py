@@ -328,11 +328,13 @@ def _validate_blocks(spec: Spec) -> None:
     R.SCHEDULES.validate(spec.schedule, where="schedule")
     for i, aug in enumerate(spec.augment):
         R.AUGMENTATIONS.validate(aug, where=f"augment[{i}]")
-        if task is not None and aug["type"] == "copy_paste":  # the class it pastes, by name: one of the task's
+        if task is None:
+            continue  # the data file's task: the run checks these once the file is read (Policy)
+        if aug["type"] == "copy_paste":  # the class it pastes, by name: one of the task's scored classes
             name = aug.get("class_name", R.AUGMENTATIONS.schema("copy_paste").defaults.get("class_name"))
-            if task.class_id(name, where=f"augment[{i}].class_name") == task.ignore_label:
-                raise SpecError(f"augment[{i}].class_name names {name!r}, the task's ignore label, which is not "
-                                f"scored; expected one of {', '.join(task.scored_names)}.")
+            task.scored_class_id(name, where=f"augment[{i}].class_name")
+        elif aug["type"] == "cutout":
+            task.require_ignore_label("cutout", where=f"augment[{i}] (cutout)")
 
 
 def check_buildable(spec: Spec, task: Task | None = None) -> None:

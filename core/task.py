@@ -154,6 +154,22 @@ class Task(BaseModel):
                             f"expected one of {', '.join(self.classes)}.")
         return self.classes.index(name)
 
+    def scored_class_id(self, name: str, where: str = "class") -> int:
+        """The label of the class ``name``, which must not be the ignore label (copy-paste's class);
+        a SpecError otherwise."""
+        class_id = self.class_id(name, where)
+        if class_id == self.ignore_label:
+            raise SpecError(f"{where} names {name!r}, the task's ignore label, which is not scored; expected one of "
+                            f"{', '.join(self.scored_names)}.")
+        return class_id
+
+    def require_ignore_label(self, block: str, where: str = "") -> None:
+        """A SpecError when the task has no ignore label, which ``block`` needs for the pixels it blanks
+        (cutout's holes); ``where`` places it in a spec."""
+        if self.ignore_label is None:
+            raise SpecError(f"{where or block}: the task has no ignore_label, so a hole has no label that is left "
+                            f"unscored; set task.ignore_label (e.g. 255) or drop {block}.")
+
     @property
     def is_mars(self) -> bool:
         """The course task (64x128 grayscale, the five Mars classes): the submission CSV is for it alone."""

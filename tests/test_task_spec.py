@@ -183,3 +183,23 @@ def test_an_unknown_key_names_the_sections_keys_and_the_closest() -> None:
     with pytest.raises(SpecError, match=r"^Unknown key 'colours_' in task\. Allowed keys: height, .*colours\. "
                                         r"Did you mean 'colours'\?$"):
         task_from_dict({"colours_": []})
+
+
+@pytest.mark.parametrize(("task", "augment", "message"), [
+    (None, {"type": "copy_paste", "class_name": "background"},
+     r"^augment\[0\]\.class_name names 'background', the task's ignore label, which is not scored; expected one of "
+     r"soil, bedrock, sand, big_rock\.$"),
+    (None, {"type": "copy_paste", "class_name": "boulder"},
+     r"^augment\[0\]\.class_name names class 'boulder', which this task does not have; expected one of background, "),
+    ({"classes": ["a", "b"], "ignore_label": None}, {"type": "cutout"},
+     r"^augment\[0\] \(cutout\): the task has no ignore_label, so a hole has no label that is left unscored; "
+     r"set task\.ignore_label \(e\.g\. 255\) or drop cutout\.$"),
+])
+def test_an_augmentation_the_given_task_cannot_take_is_refused_when_the_spec_loads(
+        task: dict | None, augment: dict, message: str) -> None:
+    """Copy-paste of the ignore label or of no class, cutout without an ignore label: refused by
+    `ablate spec` (a given task), by the same rule the run's augmentation policy applies (one copy)."""
+    overrides = ["augment=" + yaml.safe_dump([augment], default_flow_style=True).strip()]
+    overrides += [_task_override(task), "model.depth=2"] if task is not None else []
+    with pytest.raises(SpecError, match=message):
+        load_spec(PRESET, overrides)
