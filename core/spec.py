@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ablate.errors import SpecError, excerpt, validation_error
 from ablate.names import check_name
-from ablate.task import MARS, Task, check_depth
+from ablate.task import MARS, Task, check_depth, task_from_dict
 from ablate.yamlio import MAX_KEY, _SpecLoader, excerpt_text, load_file, load_text, shown  # noqa: F401 - _SpecLoader: re-exported
 
 Block = dict[str, Any]  # {"type": registry name, **kwargs}
@@ -99,8 +99,8 @@ class Spec(_Strict):
         augment), with ``data.path`` replaced by ``data.fingerprint``, the identity of the data's
         content (``ablate.data.loader.data_identity``): the same file copied elsewhere is the same
         data, and a file rewritten at the same path is not. Left out: ``name`` and ``tracking``,
-        which change what is logged, not what is trained. ``data.path: null`` (the synthetic
-        default) is identified by its generator (``ablate.data.default.default_data_identity``);
+        which change what is logged, not what is trained, and ``task.colours``, which changes only
+        figures. ``data.path: null`` (the synthetic default) is identified by its generator (``ablate.data.default.default_data_identity``);
         a missing file by ``missing:<absolute path>`` (the loader raises when a run loads it).
 
         Example:
@@ -110,8 +110,11 @@ class Spec(_Strict):
         out = self.to_dict()
         for key in _NOT_IDENTITY:
             out.pop(key)
-        if self.task is None or self.task == MARS:
-            out.pop("task")  # the Mars default, stated or not, keeps the hashes of specs written before tasks
+        trained = out.pop("task")
+        if trained is not None:
+            trained["colours"] = None  # how figures paint the classes, not what is trained
+        if trained is not None and task_from_dict(trained) != MARS:
+            out["task"] = trained  # the Mars default, stated or not, keeps the hashes of specs written before tasks
         data = out["data"]
         data["fingerprint"] = data_fingerprint(data.pop("path"))
         return out
@@ -130,11 +133,8 @@ class Spec(_Strict):
         return flatten(out)
 
     def given_task(self) -> Task | None:
-        """The task this spec fixes before any data is read: its ``task:`` section, or the Mars task for
-        the embedded synthetic default; None when it is to be inferred from ``data.path``'s file."""
-        if self.task is not None:
-            return self.task
-        return MARS if self.data.path is None else None
+        """The task this spec fixes before any data is read (:func:`given_task`)."""
+        return given_task(self.task, self.data.path)
 
 
 # Sections that do not change training: a run's name and what it logs.
@@ -335,6 +335,15 @@ def _validate_blocks(spec: Spec) -> None:
             task.scored_class_id(name, where=f"augment[{i}].class_name")
         elif aug["type"] == "cutout":
             task.require_ignore_label("cutout", where=f"augment[{i}] (cutout)")
+
+
+def given_task(task: Task | Mapping[str, Any] | None, data_path: str | None) -> Task | None:
+    """The task a spec fixes before any data is read, from its ``task`` section and ``data.path``:
+    that section, or the Mars task for the embedded synthetic default; None when it is to be
+    inferred from ``data.path``'s file. A raw section (a study's base spec) is validated."""
+    if task is not None:
+        return task_from_dict(task)
+    return MARS if data_path is None else None
 
 
 def check_buildable(spec: Spec, task: Task | None = None) -> None:

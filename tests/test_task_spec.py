@@ -203,3 +203,14 @@ def test_an_augmentation_the_given_task_cannot_take_is_refused_when_the_spec_loa
     overrides += [_task_override(task), "model.depth=2"] if task is not None else []
     with pytest.raises(SpecError, match=message):
         load_spec(PRESET, overrides)
+
+
+def test_a_tasks_colours_do_not_change_the_spec_hash() -> None:
+    """Colours paint figures; they do not change what is trained, so they are not part of a run's identity."""
+    rgb7 = load_spec(PRESET, [_task_override(RGB7), "model.depth=2"])
+    painted = load_spec(PRESET, [_task_override({**RGB7, "colours": [[9, 9, 9]] * 7}), "model.depth=2"])
+    assert painted.spec_hash == rgb7.spec_hash
+    other = load_spec(PRESET, [_task_override({**RGB7, "ignore_label": None}), "model.depth=2"])
+    assert other.spec_hash != rgb7.spec_hash
+    mars = load_spec(PRESET, [_task_override({"colours": [[9, 9, 9]] * 5})])
+    assert mars.spec_hash == load_spec(PRESET).spec_hash

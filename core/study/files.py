@@ -28,7 +28,6 @@ from ablate.errors import SpecError, excerpt
 from ablate.names import check_name
 from ablate.spec import apply_overrides, deep_merge, read_yaml, resolve_base, set_dotted, validate
 from ablate.study.space import (
-    EPOCH_METRICS,
     MISSING,
     PRUNERS,
     SAMPLERS,
@@ -38,6 +37,7 @@ from ablate.study.space import (
     StudyDef,
     as_list,
     assign,
+    epoch_metrics,
     get_dotted,
 )
 from ablate.yamlio import excerpt_text, shown
@@ -94,8 +94,10 @@ def build(sf: StudyFile, base: dict[str, Any], trials: int | None = None) -> Stu
         raise SpecError(f"pruner '{plan.pruner['type']}': Optuna cannot prune a multi-objective study; "
                         f"set pruner: {{type: none}}.")
     if plan.pruner["type"] != "none" and plan.report_metric is None:
+        task = plan.task  # None: the data file's, whose classes are not read yet
+        named = ", ".join(epoch_metrics(task)) if task is not None else "val_miou or val_iou_<scored class>"
         raise SpecError(f"pruner '{plan.pruner['type']}': pruning needs a per-epoch objective "
-                        f"({', '.join(EPOCH_METRICS)}); got '{plan.objectives[0].metric}'.")
+                        f"({named}); got '{plan.objectives[0].metric}'.")
     plan.make_sampler()
     plan.make_pruner()
     if plan.sampler["type"] == "grid":

@@ -34,8 +34,8 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ablate.errors import SpecError
-from ablate.spec import Spec, set_dotted, validate
-from ablate.task import MARS, Task, task_from_dict
+from ablate.spec import Spec, given_task, set_dotted, validate
+from ablate.task import MARS, Task
 
 SPEC_SECTIONS = tuple(Spec.model_fields)
 # Metrics a study may optimise: the best epoch's validation figures (val_miou, val_iou_<scored class>,
@@ -195,11 +195,8 @@ class StudyDef:
 
     @property
     def task(self) -> Task | None:
-        """The task the base spec fixes (``Spec.given_task``): None when it is inferred from the data file."""
-        raw = self.base.get("task")
-        if raw is not None:
-            return task_from_dict(raw, "base spec task")
-        return MARS if (self.base.get("data") or {}).get("path") is None else None
+        """The task the base spec fixes (``ablate.spec.given_task``): None when it is inferred from the data file."""
+        return given_task(self.base.get("task"), (self.base.get("data") or {}).get("path"))
 
     # --- trial -> spec -------------------------------------------------------------------
 
