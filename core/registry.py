@@ -293,9 +293,11 @@ class Registry:
         for key, value in kwargs.items():
             if key not in allowed:
                 why = ": the builder supplies it" if key in self.supplied else ""
+                close = [] if why else difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
                 raise SpecError(
                     f"Unknown key {excerpt(str(key))} in {where} (type '{name}'){why}. "
-                    f"Allowed keys: {', '.join(allowed) or '(none)'}."
+                    f"Allowed keys: {', '.join(allowed) or '(none)'}.{hint}"
                 )
             _check_scalar(f"{where}.{key}", value, defaults.get(key, inspect.Parameter.empty))
             sub = (self._nested.get(name, {}).get(key) or schema.registries.get(key)

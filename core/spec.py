@@ -100,8 +100,9 @@ class Spec(_Strict):
         content (``ablate.data.loader.data_identity``): the same file copied elsewhere is the same
         data, and a file rewritten at the same path is not. Left out: ``name`` and ``tracking``,
         which change what is logged, not what is trained, and ``task.colours``, which changes only
-        figures. ``data.path: null`` (the synthetic default) is identified by its generator (``ablate.data.default.default_data_identity``);
-        a missing file by ``missing:<absolute path>`` (the loader raises when a run loads it).
+        figures. ``data.path: null`` (the synthetic default) is identified by its generator
+        (``ablate.data.default.default_data_identity``); a missing file by ``missing:<absolute
+        path>`` (the loader raises when a run loads it).
 
         Example:
             >>> spec.identity()["data"]

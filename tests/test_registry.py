@@ -121,7 +121,7 @@ def test_caller_supplies_reserved_arguments(widgets: Registry) -> None:
 
 
 def test_unknown_key_names_the_key_and_the_block(widgets: Registry) -> None:
-    message = r"Unknown key 'sise' in widget \(type 'plain'\)\. Allowed keys: colour, size\."
+    message = r"^Unknown key 'sise' in widget \(type 'plain'\)\. Allowed keys: colour, size\. Did you mean 'size'\?$"
     with pytest.raises(SpecError, match=message):
         widgets.build({"type": "plain", "sise": 3})
 
