@@ -40,9 +40,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ablate.errors import AblateError, SpecError
+from ablate.errors import AblateError, DataError, SpecError
 from ablate.registry import BRANCH, BRANCHES, DEFAULT_BRANCH, FUSIONS, MODELS, STAGE, Registry
-from ablate.spec import Spec
+from ablate.spec import Spec, checking_task
 from ablate.task import MARS, Task
 
 GB = 10**9  # ABLATE_MEMORY_LIMIT_GB and every message count decimal gigabytes
@@ -61,8 +61,6 @@ WORKER_BYTES = RUNTIME_BYTES  # what one more worker process costs before it bui
 def input_hw(spec: Spec, task: Task | None = None) -> tuple[int, int]:
     """The input (height, width) of a run: ``task``'s, else ``ablate.spec.checking_task``'s (the spec's
     given task, else its data file's image size from the file's headers)."""
-    from ablate.spec import checking_task
-
     task = task or checking_task(spec)
     return task.height, task.width
 
@@ -90,7 +88,17 @@ def limit() -> int:
 
 
 def check(spec: Spec, task: Task | None = None) -> None:
-    """Raises a SpecError, one line, if ``spec`` needs more memory than :func:`limit` allows."""
+    """Raises a SpecError, one line, if ``spec`` needs more memory than :func:`limit` allows.
+
+    ``task`` None: ``checking_task(spec)``; where that cannot read the data file, nothing is checked
+    here: the data check that comes next names the file's problem, with its campaign (an ablation
+    file checks its arms' memory when it loads, before its data check).
+    """
+    if task is None:
+        try:
+            task = checking_task(spec)
+        except DataError:
+            return
     need = estimate(spec, task)
     have, source = _limit()
     if need <= have:
