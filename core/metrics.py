@@ -15,9 +15,6 @@ import numpy as np
 from keras import ops
 
 from ablate.scoring import (  # noqa: F401  (re-exported: the NumPy side of the same rule)
-    CLASS_COLOURS,
-    CLASS_NAMES,
-    NUM_CLASSES,
     confusion_matrix,
     iou_from_confusion,
     per_image_iou,

@@ -17,12 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ablate.task import MARS, MARS_CLASSES, MARS_COLOURS, Task
-
-# Mars aliases, for code written for the course task; code that serves any task reads the Task.
-NUM_CLASSES = MARS.num_classes
-CLASS_NAMES = MARS_CLASSES
-CLASS_COLOURS = MARS_COLOURS
+from ablate.task import MARS, Task
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None = None,

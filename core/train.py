@@ -21,7 +21,7 @@ import numpy as np
 
 from ablate.augment import Policy
 from ablate.data.default import default_data_path
-from ablate.data.loader import MarsData, cached_fingerprint, load_npz, split_indices
+from ablate.data.loader import SegData, cached_fingerprint, load_npz, split_indices
 from ablate.errors import SpecError
 from ablate.metrics import segmentation_metrics
 from ablate.models import build_model
@@ -73,7 +73,7 @@ class FitResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def load_data(spec: Spec, data: MarsData | None = None) -> Split:
+def load_data(spec: Spec, data: SegData | None = None) -> Split:
     """Loads the spec's data (or the synthetic default) and splits it by the spec's seed.
 
     The data is checked against the spec's task (``spec.given_task()``), or its task is inferred
@@ -98,10 +98,10 @@ def load_data(spec: Spec, data: MarsData | None = None) -> Split:
     return Split(images[tr], masks[tr], images[va], masks[va], data.fingerprint, data.path, keep[va], task)
 
 
-_DATA: dict[tuple[str, str, int | None], MarsData] = {}  # the data set this process's runs share
+_DATA: dict[tuple[str, str, int | None], SegData] = {}  # the data set this process's runs share
 
 
-def shared_data(path: str, limit: int | None, task: Task | None = None) -> MarsData:
+def shared_data(path: str, limit: int | None, task: Task | None = None) -> SegData:
     """The loaded data, kept for the next run of this process (a worker's trials, an ablation's
     arms): reading and checking the file costs about a second a run. Keyed by the file's content
     fingerprint, so a rewritten file is read again; reused when ``task`` is None (inferred) or is

@@ -24,13 +24,13 @@ from mlflow.tracking import MlflowClient
 
 from ablate import load_all
 from ablate.data.loader import file_fingerprint
-from ablate.metrics import CLASS_NAMES
 from ablate.spec import load_spec
+from ablate.task import MARS
 
 pytestmark = pytest.mark.slow
 
 PER_EPOCH = ["loss", "val_loss", "val_miou", "learning_rate", "epoch_time",
-             *(f"val_iou_{name}" for name in CLASS_NAMES[1:])]
+             *(f"val_iou_{name}" for name in MARS.scored_names)]
 
 
 def real_overrides(data: Path) -> list[str]:

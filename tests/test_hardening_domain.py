@@ -253,7 +253,7 @@ def test_estimate_counts_parameters_within_a_sane_factor(overrides: list[str]) -
 
 
 def test_input_size_matches_the_models() -> None:
-    from ablate.models.unet import INPUT_SHAPE
+    from ablate.task import INPUT_SHAPE
 
     assert memory.INPUT_HW == INPUT_SHAPE[:2]
 

@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from ablate.metrics import NUM_CLASSES, MeanIoU, confusion_matrix, iou_from_confusion, segmentation_metrics
+from ablate.metrics import MeanIoU, confusion_matrix, iou_from_confusion, segmentation_metrics
+from ablate.task import MARS
 
 
 def reference_iou(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, dict[int, float]]:
@@ -20,7 +21,7 @@ def reference_iou(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, dict[i
     labelled = y_true > 0
     t, p = y_true[labelled], y_pred[labelled]
     per_class = {}
-    for k in range(1, NUM_CLASSES):
+    for k in range(1, MARS.num_classes):
         union = np.sum((t == k) | (p == k))
         if union:
             per_class[k] = float(np.sum((t == k) & (p == k)) / union)
@@ -30,7 +31,7 @@ def reference_iou(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, dict[i
 
 def one_hot_probs(pred: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random softmax-like probabilities whose argmax is ``pred``."""
-    probs = rng.uniform(0.0, 0.5, size=(*pred.shape, NUM_CLASSES)).astype(np.float32)
+    probs = rng.uniform(0.0, 0.5, size=(*pred.shape, MARS.num_classes)).astype(np.float32)
     np.put_along_axis(probs, pred[..., None].astype(np.int64), 1.0, axis=-1)
     return probs / probs.sum(axis=-1, keepdims=True)
 
@@ -46,7 +47,7 @@ def streamed(metric: MeanIoU, truth: np.ndarray, pred: np.ndarray, batch: int, s
 def random_masks(seed: int, n: int = 10, shape: tuple[int, int] = (16, 24), absent: tuple[int, ...] = ()
                  ) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    classes = [k for k in range(NUM_CLASSES) if k not in absent]
+    classes = [k for k in range(MARS.num_classes) if k not in absent]
     truth = rng.choice(classes, size=(n, *shape), p=None).astype(np.uint8)
     pred = truth.copy()
     flip = rng.random(truth.shape) < 0.4  # 40% of pixels predicted at random
@@ -105,7 +106,7 @@ def test_a_class_predicted_but_never_true_counts_as_zero() -> None:
 
 def test_all_background_truth() -> None:
     truth = np.zeros((2, 8, 8), np.uint8)
-    pred = np.random.default_rng(0).integers(0, NUM_CLASSES, truth.shape).astype(np.uint8)
+    pred = np.random.default_rng(0).integers(0, MARS.num_classes, truth.shape).astype(np.uint8)
     mean, per_class = iou_from_confusion(confusion_matrix(truth, pred))
     assert math.isnan(mean) and all(math.isnan(v) for v in per_class.values())
     assert streamed(MeanIoU(), truth, pred, batch=1) == 0.0  # finite, so callbacks monitoring it never see NaN
@@ -114,7 +115,7 @@ def test_all_background_truth() -> None:
 def test_perfect_prediction() -> None:
     truth, _ = random_masks(3)
     assert streamed(MeanIoU(), truth, truth, batch=4) == pytest.approx(1.0)
-    for k in range(1, NUM_CLASSES):
+    for k in range(1, MARS.num_classes):
         assert streamed(MeanIoU(class_id=k), truth, truth, batch=4) == pytest.approx(1.0)
     mean, per_class = iou_from_confusion(confusion_matrix(truth, truth))
     assert mean == 1.0 and set(per_class.values()) == {1.0}
@@ -131,7 +132,7 @@ def test_metric_inside_compiled_evaluate_matches_numpy() -> None:
     """The graph-mode path Keras uses during fit/evaluate, streamed over uneven batches."""
     truth, pred = random_masks(11, n=13)
     probs = one_hot_probs(pred, np.random.default_rng(0))
-    model = keras.Sequential([keras.Input(truth.shape[1:] + (NUM_CLASSES,)), keras.layers.Identity()])
+    model = keras.Sequential([keras.Input(truth.shape[1:] + (MARS.num_classes,)), keras.layers.Identity()])
     model.compile(loss="sparse_categorical_crossentropy", metrics=segmentation_metrics())
     results = model.evaluate(probs, truth, batch_size=4, verbose=0, return_dict=True)
     mean, per_class = reference_iou(truth, pred)
@@ -144,7 +145,7 @@ def test_metric_inside_compiled_evaluate_matches_numpy() -> None:
 def test_config_round_trip() -> None:
     metric = MeanIoU(class_id=2)
     clone = MeanIoU.from_config(metric.get_config())
-    assert (clone.name, clone.class_id, clone.num_classes) == ("iou_bedrock", 2, NUM_CLASSES)
+    assert (clone.name, clone.class_id, clone.num_classes) == ("iou_bedrock", 2, MARS.num_classes)
     assert keras.saving.get_registered_object("ablate>MeanIoU") is MeanIoU
 
 
@@ -152,7 +153,7 @@ def _kept_after_pass(truth: np.ndarray, pred: np.ndarray, positions: tuple[int, 
                      batch: int) -> tuple[np.ndarray, np.ndarray]:
     """Runs a compiled evaluate (graph mode, uneven last batch) and returns the metric's kept masks."""
     probs = one_hot_probs(pred, np.random.default_rng(1))
-    model = keras.Sequential([keras.Input(truth.shape[1:] + (NUM_CLASSES,)), keras.layers.Identity()])
+    model = keras.Sequential([keras.Input(truth.shape[1:] + (MARS.num_classes,)), keras.layers.Identity()])
     model.compile(loss="sparse_categorical_crossentropy",
                   metrics=segmentation_metrics(record_images=record, sample_positions=positions,
                                                sample_shape=truth.shape[1:]))

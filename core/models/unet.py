@@ -35,7 +35,7 @@ from ablate.registry import (
     Registry,
     Slot,
 )
-from ablate.task import INPUT_SHAPE, MAX_DEPTH, check_depth  # noqa: F401  (re-exported)
+from ablate.task import MAX_DEPTH, check_depth  # noqa: F401  (re-exported)
 
 
 class Shaped(Protocol):
