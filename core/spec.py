@@ -111,11 +111,10 @@ class Spec(_Strict):
         out = self.to_dict()
         for key in _NOT_IDENTITY:
             out.pop(key)
-        trained = out.pop("task")
-        if trained is not None:
-            trained["colours"] = None  # how figures paint the classes, not what is trained
-        if trained is not None and task_from_dict(trained) != MARS:
-            out["task"] = trained  # the Mars default, stated or not, keeps the hashes of specs written before tasks
+        out.pop("task")
+        trained = self.task.model_copy(update={"colours": None}) if self.task is not None else None  # colours: figures
+        if trained is not None and trained != MARS:
+            out["task"] = trained.to_dict()  # the Mars default, stated or not, keeps the hashes of specs before tasks
         data = out["data"]
         data["fingerprint"] = data_fingerprint(data.pop("path"))
         return out
