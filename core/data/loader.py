@@ -81,9 +81,18 @@ def cached_fingerprint(path: str | os.PathLike[str]) -> str:
     Raises:
         OSError: the file cannot be read (e.g. FileNotFoundError).
     """
+    return _fingerprint_of(*_version(path))
+
+
+def _version(path: str | os.PathLike[str]) -> tuple[str, int, int, int]:
+    """(real path, inode, size, mtime_ns): what a per-process cache of a file's figures is keyed by.
+
+    Raises:
+        OSError: the file cannot be read (e.g. FileNotFoundError).
+    """
     real = os.path.realpath(path)
     st = os.stat(real)
-    return _fingerprint_of(real, st.st_ino, st.st_size, st.st_mtime_ns)
+    return real, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 @functools.lru_cache(maxsize=64)
@@ -136,17 +145,16 @@ def read_arrays(path: str | os.PathLike[str], keys: Sequence[str] | None = DATA_
 
 def header_shape(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     """(H, W, C) of the file's images, from its array headers (:func:`check_header`): once per
-    process per version of the file, as :func:`cached_fingerprint`.
+    process per version of the file (``_version``), as :func:`cached_fingerprint`.
 
     Raises:
         DataError: as :func:`check_header`.
     """
-    real = os.path.realpath(path)
     try:
-        st = os.stat(real)
+        version = _version(path)
     except OSError:
         return check_header(path)  # its own one-line error for a missing or unreadable file
-    return _header_shape_of(real, st.st_ino, st.st_size, st.st_mtime_ns)
+    return _header_shape_of(*version)
 
 
 @functools.lru_cache(maxsize=64)
