@@ -30,11 +30,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
+from typing import Any
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 PR_SET_CHILD_SUBREAPER = 36  # prctl(2): orphaned descendants are re-parented here, so they can be reaped
 KEEPER_GRACE_S = 10.0  # a server's processes get this long after SIGTERM before SIGKILL
+REDELIVER_S = 0.2  # a stop that Python dropped (raised in a finalizer) is sent again after this long
 
 
 class Stopped(KeyboardInterrupt):
@@ -74,29 +76,37 @@ class _RaiseOnce:
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping and signum != signal.SIGINT:
             return
-        if self.holds:
+        if self.holds and not (self.pending is not None and signum == signal.SIGINT):  # Ctrl-C twice: now
             self.pending = self.pending or signum
-            return
-        if _in_finalizer(frame):  # Python prints and drops an exception raised in __del__: ask again shortly
-            threading.Timer(0.2, os.kill, (os.getpid(), signum)).start()
             return
         self.stopping = True
         raise Stopped(signum)
 
+    def dropped(self, previous: Callable[[Any], object]) -> Callable[[Any], object]:
+        """A ``sys.unraisablehook`` that delivers again a ``Stopped`` that Python dropped.
+
+        A handler runs wherever the main thread is, and that can be a ``__del__``, a weakref
+        callback (SQLAlchemy's registries use them) or a garbage-collector callback. Python prints
+        an exception raised there ("Exception ignored in ...") and goes on, so the stop would be
+        lost, and with ``stopping`` set a repeated SIGTERM too: the process would run on. Every
+        place Python drops an exception goes through this hook, so the signal is sent again
+        shortly, to land in ordinary code. Other unraisable exceptions go to ``previous``.
+        """
+        def hook(unraisable: Any) -> None:
+            if not isinstance(unraisable.exc_value, Stopped):
+                previous(unraisable)
+                return
+            self.stopping = False
+            again = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), unraisable.exc_value.signum))
+            again.daemon = True
+            again.start()
+        return hook
 
     def raise_pending(self) -> None:
         if self.pending is not None:
             signum, self.pending = self.pending, None
             self.stopping = True
             raise Stopped(signum)
-
-
-def _in_finalizer(frame: FrameType | None) -> bool:
-    while frame is not None:
-        if frame.f_code.co_name == "__del__":
-            return True
-        frame = frame.f_back
-    return False
 
 
 @contextlib.contextmanager
@@ -112,9 +122,12 @@ def stops_as_interrupt() -> Iterator[None]:
         return
     handler = _RaiseOnce()
     previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = handler.dropped(previous_hook)
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for s, h in previous.items():
             signal.signal(s, h)
 
@@ -164,6 +177,35 @@ def released() -> Iterator[None]:
         yield
     finally:
         handler.holds = saved
+
+
+def deliver_pending() -> None:
+    """Inside ``held()``: raises a stop noted meanwhile, now. The held code's safe points call it.
+
+    ``ablate.train.fit`` holds stops during ``model.fit`` and calls this before every batch: a
+    handler that raises inside TensorFlow's C code can come out as another error (a
+    ``SystemError`` turned into an ``AttributeError``), but between batches it lands in Python.
+    """
+    handler = _handler()
+    if handler is not None:
+        handler.raise_pending()
+
+
+def stop_in(error: BaseException) -> Stopped | None:
+    """The ``Stopped`` that ``error`` was raised while handling, if any.
+
+    A stop that lands in C code (TensorFlow calling back into Python) is wrapped by it in another
+    error, with the ``Stopped`` as its cause or context: the code that ends runs KILLED and the
+    CLI's exit status look for it here, so the stop still ends the run KILLED and exits 143.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Stopped):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _prctl() -> Callable[..., int] | None:

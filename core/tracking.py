@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from ablate import resilience
 from ablate.errors import AblateError
-from ablate.signals import describe
+from ablate.signals import describe, stop_in
 from ablate.spec import Spec
 from ablate.task import MARS, Task
 
@@ -188,6 +188,9 @@ def tracked_run(
             _end(run, delivery, "KILLED", describe(e))
             raise
         except BaseException as e:
+            if (stop := stop_in(e)) is not None:  # a stop that TensorFlow's C code wrapped in another error
+                _end(run, delivery, "KILLED", describe(stop))
+                raise stop from None  # a stop again for the callers: a worker fails its trial for retry
             _end(run, delivery, "FAILED", f"{type(e).__name__}: {e}", traceback.format_exc())
             raise
         else:

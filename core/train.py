@@ -27,6 +27,7 @@ from ablate.metrics import segmentation_metrics
 from ablate.models import build_model
 from ablate.pipeline import eval_dataset, train_dataset
 from ablate.registry import LOSSES, OPTIMIZERS, SCHEDULES
+from ablate.signals import deliver_pending, held
 from ablate.spec import Spec
 from ablate.task import MARS, Task
 
@@ -260,6 +261,23 @@ class ValidationRecord(keras.callbacks.Callback):
         self.seconds_per_image = self._seconds / max(seen, 1)
 
 
+class SafeStops(keras.callbacks.Callback):
+    """Delivers a stop signal held during ``fit`` before the next batch (``ablate.signals.held``).
+
+    Raised at once, a SIGTERM would mostly land inside TensorFlow's C code, which can turn it into
+    another error. The ``*_batch_begin`` hooks keep Keras's asynchronous batch-end dispatch.
+    """
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        deliver_pending()
+
+    def on_test_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        deliver_pending()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        deliver_pending()
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Adds ``epoch_time`` (seconds) to each epoch's logs."""
 
@@ -291,15 +309,16 @@ def fit(
     val_ds = eval_dataset(split.x_val, split.y_val, bs)
     best = BestWeights()
     record = ValidationRecord(best)
-    cbs: list[keras.callbacks.Callback] = [EpochTimer(), best, record, *schedule_cbs]
+    cbs: list[keras.callbacks.Callback] = [SafeStops(), EpochTimer(), best, record, *schedule_cbs]
     if spec.train.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_miou", mode="max", patience=spec.train.early_stopping))
     cbs.extend(callbacks)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     t0 = time.perf_counter()
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=spec.train.epochs, callbacks=cbs, verbose=verbose,
-                     shuffle=False)  # the dataset is already shuffled with the run's seed
+    with held():  # a stop signal waits for the next batch (SafeStops), out of TensorFlow's C code
+        hist = model.fit(train_ds, validation_data=val_ds, epochs=spec.train.epochs, callbacks=cbs,
+                         verbose=verbose, shuffle=False)  # the dataset is already shuffled with the run's seed
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     epoch = max(best.best_epoch, 0)

@@ -72,12 +72,12 @@ def _run(args: argparse.Namespace) -> int:
         with signals.stops_as_interrupt():  # SIGTERM and SIGHUP end runs KILLED, as Ctrl-C does
             return int(args.func(args) or 0)
     except KeyboardInterrupt as e:  # Ctrl-C, or ablate.signals.Stopped: exit 130 / 143 / 129
-        code = signals.exit_code(e)
-        print(f"ablate: {'interrupted' if code == 130 else signals.describe(e)}", file=sys.stderr)
-        return code
+        return _stopped(e)
     except Exception as e:  # noqa: BLE001 - the CLI's one place that turns errors into a line
         from ablate.errors import AblateError
 
+        if (stop := signals.stop_in(e)) is not None:  # a stop that C code (TensorFlow) wrapped in another error
+            return _stopped(stop)
         if args.debug:
             raise
         if isinstance(e, AblateError):
@@ -85,6 +85,12 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         print(f"ablate: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _stopped(interrupt: BaseException) -> int:
+    code = signals.exit_code(interrupt)
+    print(f"ablate: {'interrupted' if code == 130 else signals.describe(interrupt)}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
