@@ -192,6 +192,25 @@ def test_a_stop_while_optuna_starts_or_ends_a_trial_never_leaves_it_running(
         assert states == ["COMPLETE", "WAITING"], states
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="POSIX signals")
+def test_a_stop_that_c_code_wrapped_in_another_error_stops_the_worker(storage_url: str, tracking_uri: str) -> None:
+    """A SIGTERM turned by TensorFlow into an AttributeError is a stop, not a failed trial to go on from."""
+    from ablate.signals import Stopped, stops_as_interrupt
+
+    def wrapped_stop(trial: optuna.Trial) -> float:
+        try:
+            raise Stopped(signal.SIGTERM)
+        except Stopped:
+            raise AttributeError("'dict' object has no attribute '_type_spec'")  # noqa: B904 - as TF did
+
+    study, _ = toy_campaign(storage_url, "wrapped")
+    enqueue_missing(study, items(1, 2), key)
+    with pytest.raises(Stopped), stops_as_interrupt():
+        work(study, TrialKind("toy", lambda study, verbose: wrapped_stop))
+    states = sorted(t.state.name for t in study.get_trials(deepcopy=False))
+    assert states == ["FAIL", "WAITING", "WAITING"], states  # the first failed for retry, the second never began
+
+
 # --- the parent run -----------------------------------------------------------------------------
 
 def test_parent_run_is_created_once_resumed_and_ended(storage_url: str, tracking_uri: str) -> None:

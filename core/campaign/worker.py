@@ -29,7 +29,7 @@ from ablate.campaign.liveness import Heartbeat, beat
 from ablate.campaign.queue import kind_of
 from ablate.campaign.reconcile import tidy
 from ablate.errors import AblateError
-from ablate.signals import Stopped, held, released, stops_as_interrupt
+from ablate.signals import Stopped, held, released, stop_in, stops_as_interrupt
 from ablate.storage import HEARTBEAT_S, MAX_RETRY, load_study, open_storage
 
 OnTrial = Callable[[optuna.Study, FrozenTrial], None]
@@ -123,7 +123,12 @@ def _noting_start(objective: Objective, started: list[int]) -> Objective:
         started.append(trial.number)
         with released():  # a stop noted while Optuna started the trial raises here: the trial fails, not hangs
             beat(f"trial {trial.number} of {trial.study.study_name} started")
-            return objective(trial)
+            try:
+                return objective(trial)
+            except Exception as e:
+                if (stop := stop_in(e)) is not None:  # a stop wrapped by C code: not a failed trial to go on from
+                    raise stop from None
+                raise
 
     return run
 
