@@ -32,8 +32,11 @@ demo: $(STAMP) $(DEMO_DATA)
 	$(BIN)/ablate ablation plan ablations/demo.yaml --no-store
 	$(BIN)/ablate ablation run ablations/demo.yaml
 
+# Two processes, each taking whole test files (a file's fixtures are set up once); TEST_WORKERS=0 runs
+# them in this process, one after another.
+TEST_WORKERS ?= 2
 test: $(TEAM)
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # Ratios measured in one run on this machine; results in benchmarks/results/*.json.
 bench: $(STAMP)
