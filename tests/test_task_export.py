@@ -90,8 +90,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
         np.savez_compressed(data, images=images, masks=masks, test_images=test_images)
 
         keras.utils.set_random_seed(0)
-        model = build_model({"type": "unet", "depth": 2, "filters": 4}, num_classes=TASK.num_classes,
-                            input_shape=TASK.input_shape)
+        model = build_model({"type": "unet", "depth": 2, "filters": 4}, TASK)
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(ignore_class=255))
         model.fit(images.astype(np.float32) / 255, masks, epochs=1, batch_size=16, verbose=0)
         model.save(root / "model.keras")

@@ -53,7 +53,7 @@ class Shaped(Protocol):
 
 @dataclass(frozen=True)
 class Target:
-    """An input shape and a class count, for ``build_model``'s keyword arguments."""
+    """An input shape and a class count: what ``build_model`` needs of a task, for callers without one."""
 
     num_classes: int
     input_shape: tuple[int, int, int]
